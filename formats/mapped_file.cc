@@ -1,0 +1,131 @@
+#include "formats/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <filesystem>
+#include <vector>
+
+#include "formats/errors.h"
+
+namespace hx {
+
+std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
+  std::shared_ptr<MappedFile> f(new MappedFile());
+  f->path_ = path;
+  f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f->fd_ < 0) throw IoError(in_file(path, "cannot open: " + errno_text(errno)));
+  struct stat st {};
+  if (fstat(f->fd_, &st) != 0) throw IoError(in_file(path, "cannot stat: " + errno_text(errno)));
+  if (!S_ISREG(st.st_mode)) throw IoError(in_file(path, "not a regular file"));
+  f->size_ = static_cast<uint64_t>(st.st_size);
+  if (f->size_ > 0) {
+    f->data_ = mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, f->fd_, 0);
+    if (f->data_ == MAP_FAILED) {
+      f->data_ = nullptr;
+      throw IoError(in_file(path, "cannot mmap " + std::to_string(f->size_) + " bytes: " + errno_text(errno)));
+    }
+  }
+  return f;
+}
+
+MappedFile::~MappedFile() {
+  if (data_) munmap(data_, size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+namespace {
+// Page-aligned sub-range of [offset, offset+length) inside a mapping of `size` bytes.
+bool page_range(uint64_t size, uint64_t offset, uint64_t length, uint64_t* start, uint64_t* len, bool inner) {
+  static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (offset >= size) return false;
+  uint64_t end = std::min(size, offset + length);
+  uint64_t s = inner ? (offset + page - 1) / page * page : offset / page * page;
+  uint64_t e = inner ? end / page * page : end;
+  if (e <= s) return false;
+  *start = s;
+  *len = e - s;
+  return true;
+}
+}  // namespace
+
+void MappedFile::advise_sequential(uint64_t offset, uint64_t length) const {
+  uint64_t s, l;
+  if (data_ && page_range(size_, offset, length, &s, &l, false))
+    madvise(static_cast<char*>(data_) + s, l, MADV_SEQUENTIAL | MADV_WILLNEED);
+}
+
+void MappedFile::release(uint64_t offset, uint64_t length) const {
+  uint64_t s, l;  // only whole pages strictly inside the range: neighbours may still be in use
+  if (data_ && page_range(size_, offset, length, &s, &l, true)) madvise(static_cast<char*>(data_) + s, l, MADV_DONTNEED);
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+AtomicOutputFile::AtomicOutputFile(std::string path, bool overwrite) : path_(std::move(path)) {
+  if (!overwrite && path_exists(path_))
+    throw IoError(in_file(path_, "already exists (pass --force to replace it)"));
+  static std::atomic<unsigned> counter{0};
+  const auto p = std::filesystem::path(path_);
+  const std::string temp_name =
+      "." + p.filename().string() + ".tmp-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+  temp_path_ = (p.parent_path() / temp_name).string();
+  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw IoError(in_file(temp_path_, "cannot create: " + errno_text(errno)));
+}
+
+AtomicOutputFile::~AtomicOutputFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temp_path_.c_str());
+}
+
+void AtomicOutputFile::write(std::span<const std::byte> data) {
+  const std::byte* p = data.data();
+  size_t left = data.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd_, p, std::min<size_t>(left, size_t{1} << 30));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw IoError(in_file(path_, "write failed at byte " + std::to_string(position_) + ": " + errno_text(errno)));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+    position_ += static_cast<uint64_t>(n);
+  }
+}
+
+void AtomicOutputFile::write_zeros(uint64_t count) {
+  static const std::vector<std::byte> zeros(1 << 16);
+  while (count > 0) {
+    const uint64_t n = std::min<uint64_t>(count, zeros.size());
+    write(std::span<const std::byte>(zeros.data(), n));
+    count -= n;
+  }
+}
+
+void AtomicOutputFile::commit() {
+  if (::fsync(fd_) != 0) throw IoError(in_file(path_, "fsync failed: " + errno_text(errno)));
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    throw IoError(in_file(path_, "close failed: " + errno_text(errno)));
+  }
+  fd_ = -1;
+  if (::rename(temp_path_.c_str(), path_.c_str()) != 0)
+    throw IoError(in_file(path_, "cannot rename " + temp_path_ + " over it: " + errno_text(errno)));
+  committed_ = true;
+  const auto dir = std::filesystem::path(path_).parent_path();
+  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace hx

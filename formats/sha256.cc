@@ -1,0 +1,88 @@
+#include "formats/sha256.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <memory>
+#include <numeric>
+
+#include "formats/errors.h"
+#include "formats/parallel.h"
+
+namespace hx {
+namespace {
+
+struct MdCtxDeleter {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) {
+    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
+      throw Error(ExitCode::kIo, "OpenSSL could not initialise SHA-256");
+  }
+  void update(std::span<const std::byte> data) {
+    if (EVP_DigestUpdate(ctx_.get(), data.data(), data.size()) != 1) throw Error(ExitCode::kIo, "SHA-256 update failed");
+  }
+  Digest finish() {
+    Digest d{};
+    unsigned len = 0;
+    if (EVP_DigestFinal_ex(ctx_.get(), d.data(), &len) != 1 || len != d.size())
+      throw Error(ExitCode::kIo, "SHA-256 final failed");
+    return d;
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx_;
+};
+
+// 4 MiB: large enough that OpenSSL runs at full speed, small enough to stay in L2/L3 for strided gathers.
+constexpr size_t kHashChunkBytes = size_t{4} << 20;
+
+}  // namespace
+
+std::string to_hex(const Digest& d) {
+  static const char* digits = "0123456789abcdef";
+  std::string s(64, '0');
+  for (size_t i = 0; i < d.size(); ++i) {
+    s[2 * i] = digits[d[i] >> 4];
+    s[2 * i + 1] = digits[d[i] & 15];
+  }
+  return s;
+}
+
+Digest sha256_bytes(std::span<const std::byte> data) {
+  Sha256 h;
+  h.update(data);
+  return h.finish();
+}
+
+Digest sha256_tensor(const TensorView& v) {
+  Sha256 h;
+  for_each_contiguous_chunk(v, kHashChunkBytes, [&](std::span<const std::byte> c) { h.update(c); });
+  return h.finish();
+}
+
+std::vector<Digest> sha256_tensors(const std::vector<NamedTensor>& tensors) {
+  std::vector<Digest> out(tensors.size());
+  std::vector<size_t> order(tensors.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Largest first so that the long tail of small tensors fills the gaps (LPT scheduling).
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return tensors[a].view.nbytes() > tensors[b].view.nbytes(); });
+  std::vector<std::string> errors(tensors.size());
+  parallel_for_dynamic(0, static_cast<int64_t>(order.size()), [&](int64_t k) {
+    const size_t i = order[static_cast<size_t>(k)];
+    try {
+      out[i] = sha256_tensor(tensors[i].view);
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+    }
+  });
+  for (size_t i = 0; i < errors.size(); ++i)
+    if (!errors[i].empty()) throw Error(ExitCode::kIo, "hashing tensor '" + tensors[i].name + "': " + errors[i]);
+  return out;
+}
+
+}  // namespace hx

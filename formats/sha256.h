@@ -1,0 +1,23 @@
+// SHA-256 of tensors as cli.md defines it: the bytes in C order, contiguous, little-endian, so that the same tensor
+// hashes the same in every format (a strided .pth view hashes as its contiguous copy).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "formats/tensor.h"
+
+namespace hx {
+
+using Digest = std::array<uint8_t, 32>;
+
+std::string to_hex(const Digest& d);
+Digest sha256_bytes(std::span<const std::byte> data);
+Digest sha256_tensor(const TensorView& v);
+// Hashes many tensors on the OpenMP team (one tensor per task, largest first); result i belongs to tensors[i].
+std::vector<Digest> sha256_tensors(const std::vector<NamedTensor>& tensors);
+
+}  // namespace hx
