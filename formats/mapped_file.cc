@@ -71,7 +71,7 @@ bool path_exists(const std::string& path) {
 
 AtomicOutputFile::AtomicOutputFile(std::string path, bool overwrite) : path_(std::move(path)) {
   if (!overwrite && path_exists(path_))
-    throw IoError(in_file(path_, "already exists (pass --force to replace it)"));
+    throw UsageError(in_file(path_, "already exists (pass --force to replace it)"));
   static std::atomic<unsigned> counter{0};
   const auto p = std::filesystem::path(path_);
   const std::string temp_name =
@@ -107,6 +107,26 @@ void AtomicOutputFile::write_zeros(uint64_t count) {
     const uint64_t n = std::min<uint64_t>(count, zeros.size());
     write(std::span<const std::byte>(zeros.data(), n));
     count -= n;
+  }
+}
+
+void AtomicOutputFile::write_at(uint64_t offset, std::span<const std::byte> data) {
+  if (offset > position_ || data.size() > position_ - offset)
+    throw IoError(in_file(path_, "cannot patch " + std::to_string(data.size()) + " bytes at offset " +
+                                     std::to_string(offset) + ": only " + std::to_string(position_) +
+                                     " bytes are written"));
+  const std::byte* p = data.data();
+  size_t left = data.size();
+  uint64_t at = offset;
+  while (left > 0) {
+    const ssize_t n = ::pwrite(fd_, p, std::min<size_t>(left, size_t{1} << 30), static_cast<off_t>(at));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw IoError(in_file(path_, "write failed at byte " + std::to_string(at) + ": " + errno_text(errno)));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+    at += static_cast<uint64_t>(n);
   }
 }
 

@@ -51,6 +51,9 @@ class AtomicOutputFile {
 
   void write(std::span<const std::byte> data);
   void write_zeros(uint64_t count);
+  // Overwrites bytes already written at `offset` (pwrite) without moving position(): writers patch fields they only
+  // know after streaming (a zip record's CRC-32). The range must lie inside [0, position()).
+  void write_at(uint64_t offset, std::span<const std::byte> data);
   uint64_t position() const { return position_; }
   const std::string& path() const { return path_; }
   void commit();  // fsync, rename over path, fsync the folder

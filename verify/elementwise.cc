@@ -1,0 +1,161 @@
+// Element-wise and row-wise ops: rounding to the activation dtype, RMSNorm (Gemma and Llama styles), activations,
+// GLU combine, softcap, RoPE. Portable C++ in a fixed order; PyTorch's f32 formulas are copied where they decide
+// the last bit (1/sqrt for pow(·,-0.5) and rsqrt, x / (1 + exp(-x)) for SiLU, the tanh-GELU polynomial).
+#include <cmath>
+#include <string>
+
+#include "formats/errors.h"
+#include "formats/float_convert.h"
+#include "formats/parallel.h"
+#include "verify/kernels.h"
+
+namespace hx {
+namespace {
+
+void check_activation(DType t) {
+  if (t != DType::kF32 && t != DType::kBF16 && t != DType::kF16) {
+    throw UsageError("activation dtype must be F32, BF16 or F16, not " + std::string(dtype_name(t)));
+  }
+}
+
+// Rows per parallel work item of the row-wise ops: enough work to pay for waking the OpenMP team.
+constexpr int64_t kRowGrain = 64;
+
+}  // namespace
+
+float round_to_activation(float x, DType activation) {
+  switch (activation) {
+    case DType::kF32: return x;
+    case DType::kBF16: return bf16_to_f32(f32_to_bf16(x));
+    case DType::kF16: return f16_to_f32(f32_to_f16(x));
+    default: check_activation(activation); return x;
+  }
+}
+
+void round_to_activation(std::span<float> x, DType activation) {
+  check_activation(activation);
+  if (activation == DType::kF32) return;
+  for (float& value : x) value = round_to_activation(value, activation);
+}
+
+// ---- RMSNorm -------------------------------------------------------------------------------------------------------
+
+void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const RmsNormParams& params) {
+  check_activation(params.activation);
+  if (dim <= 0) throw UsageError("rms_norm over rows of length " + std::to_string(dim));
+  const DType act = params.activation;
+  parallel_for(0, rows, kRowGrain, [&](int64_t r) {
+    const float* in = x + r * dim;
+    float* out = y + r * dim;
+    double sum_squares = 0.0;  // squares of f32 values are exact in double; the sum is all but exact
+    for (int64_t i = 0; i < dim; ++i) sum_squares += static_cast<double>(in[i]) * in[i];
+    const float mean = static_cast<float>(sum_squares / static_cast<double>(dim));
+    const float inverse_rms = 1.0f / std::sqrt(mean + params.eps);
+    for (int64_t i = 0; i < dim; ++i) {
+      const float normalized = in[i] * inverse_rms;
+      if (params.style == RmsNormStyle::kGemma) {
+        out[i] = round_to_activation(params.weight ? normalized * params.weight[i] : normalized, act);
+      } else {  // Llama: hidden.to(input_dtype) first, then weight * hidden in the activation dtype
+        const float rounded = round_to_activation(normalized, act);
+        out[i] = params.weight ? round_to_activation(params.weight[i] * rounded, act) : rounded;
+      }
+    }
+  });
+}
+
+// ---- activations ---------------------------------------------------------------------------------------------------
+
+float gelu_tanh(float x) {
+  constexpr float kBeta = 0.7978845608028654f;  // sqrt(2 / pi)
+  constexpr float kKappa = 0.044715f;
+  const float cube = x * x * x;
+  const float inner = kBeta * (x + kKappa * cube);
+  return 0.5f * x * (1.0f + std::tanh(inner));
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+
+void softcap(std::span<float> x, float cap, DType activation) {
+  check_activation(activation);
+  for (float& value : x) {
+    const float scaled = round_to_activation(value / cap, activation);
+    value = round_to_activation(round_to_activation(std::tanh(scaled), activation) * cap, activation);
+  }
+}
+
+void glu(GluActivation act, const float* gate, const float* up, float* out, int64_t n, DType activation) {
+  check_activation(activation);
+  for (int64_t i = 0; i < n; ++i) {
+    const float activated = act == GluActivation::kSilu ? silu(gate[i]) : gelu_tanh(gate[i]);
+    out[i] = round_to_activation(round_to_activation(activated, activation) * up[i], activation);
+  }
+}
+
+// ---- RoPE ----------------------------------------------------------------------------------------------------------
+
+std::vector<float> rope_inv_freq(const RopeParams& params) {
+  const int64_t d = params.head_dim;
+  if (d <= 0 || d % 2 != 0) throw UsageError("RoPE head_dim must be even and positive, got " + std::to_string(d));
+  if (!(params.theta > 0.0)) throw UsageError("RoPE theta must be positive");
+  int64_t rotated = d / 2;
+  if (params.type == RopeType::kProportional) {
+    if (!(params.partial_rotary_factor > 0.0 && params.partial_rotary_factor <= 1.0)) {
+      throw UsageError("RoPE partial_rotary_factor must be in (0, 1]");
+    }
+    rotated = static_cast<int64_t>(std::floor(params.partial_rotary_factor * static_cast<double>(d) / 2.0));
+  }
+  std::vector<float> inv_freq(static_cast<size_t>(d / 2), 0.0f);  // pairs beyond `rotated` do not rotate
+  const float base = static_cast<float>(params.theta);
+  for (int64_t i = 0; i < rotated; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(d);  // denominator: the full head dim
+    inv_freq[static_cast<size_t>(i)] = 1.0f / std::pow(base, exponent);
+  }
+  return inv_freq;
+}
+
+RopeTable rope_table(std::span<const float> inv_freq, std::span<const int64_t> positions, DType round_to) {
+  check_activation(round_to);
+  RopeTable table;
+  const int64_t half = static_cast<int64_t>(inv_freq.size());
+  table.head_dim = 2 * half;
+  table.cos.resize(positions.size() * static_cast<size_t>(table.head_dim));
+  table.sin.resize(table.cos.size());
+  for (size_t t = 0; t < positions.size(); ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(positions[t]) * inv_freq[static_cast<size_t>(i)];  // f32, as HF
+      const float c = round_to_activation(static_cast<float>(std::cos(static_cast<double>(angle))), round_to);
+      const float s = round_to_activation(static_cast<float>(std::sin(static_cast<double>(angle))), round_to);
+      const size_t row = t * static_cast<size_t>(table.head_dim);
+      table.cos[row + static_cast<size_t>(i)] = table.cos[row + static_cast<size_t>(i + half)] = c;
+      table.sin[row + static_cast<size_t>(i)] = table.sin[row + static_cast<size_t>(i + half)] = s;
+    }
+  }
+  return table;
+}
+
+void apply_rope(float* x, int64_t tokens, int64_t heads, const RopeTable& table, DType activation) {
+  check_activation(activation);
+  const int64_t d = table.head_dim, half = d / 2;
+  if (static_cast<int64_t>(table.cos.size()) < tokens * d) {
+    throw UsageError("RoPE table has " + std::to_string(table.cos.size() / static_cast<size_t>(d ? d : 1)) +
+                     " positions for " + std::to_string(tokens) + " tokens");
+  }
+  const auto round = [activation](float v) { return round_to_activation(v, activation); };
+  parallel_for(0, tokens * heads, kRowGrain, [&](int64_t row) {
+    const int64_t t = row / heads;
+    float* head = x + row * d;
+    const float* cos = table.cos.data() + t * d;
+    const float* sin = table.sin.data() + t * d;
+    for (int64_t i = 0; i < half; ++i) {
+      const float x1 = head[i], x2 = head[i + half];
+      head[i] = round(round(x1 * cos[i]) + round(-x2 * sin[i]));
+      head[i + half] = round(round(x2 * cos[i + half]) + round(x1 * sin[i + half]));
+    }
+  });
+}
+
+}  // namespace hx

@@ -1,0 +1,173 @@
+// The matrix-product driver: y (=|+=) x · Wᵀ with W decoded tile by tile.
+//
+// Loop nest (Goto-style, with the roles of the operands fixed by the layout y[T][N] = x[T][K] · W[N][K]ᵀ):
+//   for each block of kRowsPerBlock token rows:                      (serial)
+//     pack x rows into A panels for every k chunk                    (shared, read-only afterwards)
+//     parallel_for over blocks of kPanelsPerBlock·nr output features:
+//       for each k chunk (kc_cells cells):
+//         for each nr-wide panel of W: decode the W tile, pack it into a B panel (stays in L1),
+//           for each mr-row A panel (from L2): micro-kernel into the block's C buffer (load_c after chunk 0)
+//       write the C buffer to y (= or +=)
+// Every output element is one chain over k = 0..K-1 in order (chunks continue the chain through the C buffer),
+// so neither the thread count, nor the blocking, nor the number of tokens changes a bit of the result.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "formats/errors.h"
+#include "formats/float_convert.h"
+#include "formats/parallel.h"
+#include "verify/gemm_internal.h"
+#include "verify/kernels.h"
+
+namespace hx {
+namespace {
+
+constexpr int64_t kRowsPerBlock = 256;   // token rows whose A panels are packed at once (≈ K KiB of f32 per row)
+constexpr int64_t kPanelsPerBlock = 2;   // nr-wide panels per parallel work item
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+const gemm::KernelSet& choose_kernels(bool bf16) {
+  if (active_cpu_isa() == CpuIsa::kAvx512 && (!bf16 || cpu_supports_bf16_dot())) return gemm::avx512_kernels(bf16);
+  return gemm::generic_kernels(bf16);
+}
+
+// Geometry of one call, shared by the packing and the blocks.
+struct Plan {
+  const gemm::KernelSet* ks;
+  int64_t tokens, n_out, k_in;
+  int64_t k_per_cell;     // 1 (f32) or 2 (bf16 pairs)
+  int64_t chunk_k;        // k values per chunk
+  int64_t chunks;
+  int64_t block_cols;     // output features per parallel work item
+  int64_t blocks;
+
+  int64_t chunk_begin(int64_t c) const { return c * chunk_k; }
+  int64_t chunk_end(int64_t c) const { return std::min(k_in, (c + 1) * chunk_k); }
+  int64_t chunk_cells(int64_t c) const { return ceil_div(chunk_end(c) - chunk_begin(c), k_per_cell); }
+};
+
+// A panels of rows [m0, m0 + rows) for chunk c, laid out tile after tile: tile i (rows i·mr …) is [cells][tile rows].
+void pack_a_chunk(const Plan& plan, const float* x, int64_t x_stride, int64_t m0, int64_t rows, int64_t c,
+                  void* slot) {
+  const int64_t mr = plan.ks->mr;
+  const int64_t k0 = plan.chunk_begin(c), k1 = plan.chunk_end(c), cells = plan.chunk_cells(c);
+  for (int64_t tile0 = 0; tile0 < rows; tile0 += mr) {
+    const int64_t tile_rows = std::min(mr, rows - tile0);
+    const int64_t offset = tile0 * cells;  // in cells
+    for (int64_t m = 0; m < tile_rows; ++m) {
+      const float* src = x + (m0 + tile0 + m) * x_stride;
+      if (plan.ks->bf16) {
+        uint16_t* dst = static_cast<uint16_t*>(slot) + 2 * offset;
+        for (int64_t cell = 0; cell < cells; ++cell) {
+          const int64_t k = k0 + 2 * cell;
+          dst[2 * (cell * tile_rows + m)] = f32_to_bf16(src[k]);
+          dst[2 * (cell * tile_rows + m) + 1] = k + 1 < k1 ? f32_to_bf16(src[k + 1]) : uint16_t{0};
+        }
+      } else {
+        float* dst = static_cast<float*>(slot) + offset;
+        for (int64_t cell = 0; cell < cells; ++cell) dst[cell * tile_rows + m] = src[k0 + cell];
+      }
+    }
+  }
+}
+
+void run_block(const Plan& plan, const WeightMatrix& w, const std::byte* a_packed, int64_t a_slot_cells, int64_t m0,
+               int64_t rows, int64_t block, float* y, int64_t y_stride, bool accumulate) {
+  const gemm::KernelSet& ks = *plan.ks;
+  const int64_t n0 = block * plan.block_cols;
+  const int64_t cols = std::min(plan.block_cols, plan.n_out - n0);
+  const int64_t panels = ceil_div(cols, ks.nr);
+  const int64_t ldc = plan.block_cols;
+  const int64_t max_cells = ks.kc_cells;
+
+  thread_local gemm::ScratchBuffer tile_buffer, panel_buffer, c_buffer;
+  void* tile = tile_buffer.get(static_cast<size_t>(ks.nr * max_cells) * 4);
+  void* panel = panel_buffer.get(static_cast<size_t>(max_cells * ks.nr) * 4);
+  float* c_tile = static_cast<float*>(c_buffer.get(static_cast<size_t>(rows * ldc) * sizeof(float)));
+
+  for (int64_t c = 0; c < plan.chunks; ++c) {
+    const int64_t k0 = plan.chunk_begin(c), k1 = plan.chunk_end(c), cells = plan.chunk_cells(c);
+    const std::byte* a_chunk = a_packed + static_cast<size_t>(c * a_slot_cells) * 4;
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t r0 = n0 + p * ks.nr;
+      const int64_t r1 = std::min(n0 + cols, r0 + ks.nr);
+      if (ks.bf16) {
+        auto* t = static_cast<uint16_t*>(tile);
+        w.decode_bf16(r0, r1, k0, k1, t, 2 * max_cells);
+        if ((k1 - k0) % 2 != 0) {  // odd K: the last pair's high half is zero, as in the A panel
+          for (int64_t r = 0; r < r1 - r0; ++r) t[r * 2 * max_cells + (k1 - k0)] = 0;
+        }
+      } else {
+        w.decode_f32(r0, r1, k0, k1, static_cast<float*>(tile), max_cells);
+      }
+      ks.pack_b(tile, max_cells, static_cast<int>(r1 - r0), cells, panel);
+      for (int64_t tile0 = 0; tile0 < rows; tile0 += ks.mr) {
+        const int tile_rows = static_cast<int>(std::min<int64_t>(ks.mr, rows - tile0));
+        ks.micro_kernel(cells, a_chunk + static_cast<size_t>(tile0 * cells) * 4, panel,
+                        c_tile + tile0 * ldc + p * ks.nr, ldc, c > 0, tile_rows);
+      }
+    }
+  }
+  for (int64_t m = 0; m < rows; ++m) {
+    float* out = y + (m0 + m) * y_stride + n0;
+    const float* in = c_tile + m * ldc;
+    if (accumulate) {
+      for (int64_t n = 0; n < cols; ++n) out[n] += in[n];
+    } else {
+      std::memcpy(out, in, static_cast<size_t>(cols) * sizeof(float));
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(const float* x, int64_t tokens, int64_t x_stride, const WeightMatrix& w, float* y, int64_t y_stride,
+            const MatmulOptions& options) {
+  const int64_t n_out = w.rows(), k_in = w.cols();
+  if (tokens < 0 || x_stride < k_in || y_stride < n_out) {
+    throw UsageError("matmul with " + w.describe() + ": bad tokens " + std::to_string(tokens) + " or strides (x " +
+                     std::to_string(x_stride) + ", y " + std::to_string(y_stride) + ")");
+  }
+  if (tokens == 0 || n_out == 0) return;
+  if (k_in == 0) {  // an empty sum
+    if (!options.accumulate) {
+      for (int64_t t = 0; t < tokens; ++t) std::fill_n(y + t * y_stride, n_out, 0.0f);
+    }
+    return;
+  }
+
+  Plan plan{};
+  plan.ks = &choose_kernels(options.compute == MatmulCompute::kBF16);
+  plan.tokens = tokens;
+  plan.n_out = n_out;
+  plan.k_in = k_in;
+  plan.k_per_cell = plan.ks->bf16 ? 2 : 1;
+  plan.chunk_k = plan.ks->kc_cells * plan.k_per_cell;
+  plan.chunks = ceil_div(k_in, plan.chunk_k);
+  plan.block_cols = kPanelsPerBlock * plan.ks->nr;
+  plan.blocks = ceil_div(n_out, plan.block_cols);
+
+  const int64_t rows_per_block = std::max<int64_t>(plan.ks->mr, kRowsPerBlock / plan.ks->mr * plan.ks->mr);
+  thread_local gemm::ScratchBuffer a_buffer;
+  for (int64_t m0 = 0; m0 < tokens; m0 += rows_per_block) {
+    const int64_t rows = std::min(rows_per_block, tokens - m0);
+    const int64_t slot_cells = rows * plan.ks->kc_cells;  // each chunk's A panels, in 32-bit cells
+    auto* a_packed = static_cast<std::byte*>(a_buffer.get(static_cast<size_t>(plan.chunks * slot_cells) * 4));
+    parallel_for(0, plan.chunks, 4, [&](int64_t c) {
+      pack_a_chunk(plan, x, x_stride, m0, rows, c, a_packed + static_cast<size_t>(c * slot_cells) * 4);
+    });
+    parallel_for(0, plan.blocks, 2, [&](int64_t block) {
+      run_block(plan, w, a_packed, slot_cells, m0, rows, block, y, y_stride, options.accumulate);
+    });
+  }
+}
+
+void add_bias(float* y, int64_t tokens, int64_t dim, const float* bias) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t n = 0; n < dim; ++n) y[t * dim + n] += bias[n];
+  }
+}
+
+}  // namespace hx
