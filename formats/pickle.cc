@@ -19,7 +19,7 @@ enum Op : uint8_t {
   BINBYTES = 'B', SHORT_BINBYTES = 'C',
   PROTO = 0x80, NEWOBJ = 0x81, TUPLE1 = 0x85, TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88, NEWFALSE = 0x89,
   LONG1 = 0x8a, SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, EMPTY_SET = 0x8f, ADDITEMS = 0x90,
-  STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95,
+  FROZENSET = 0x91, STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95, BYTEARRAY8 = 0x96,
 };
 constexpr uint8_t kMaxProtocol = 5;
 constexpr ObjId kUnsetMemo = 0xFFFFFFFF;
@@ -392,25 +392,14 @@ class Machine {
         c.imag = parts[1];
         return make(std::move(c));
       }
-      case TorchGlobal::kByteArray: {
-        arity(0, 1);
+      case TorchGlobal::kByteArray: {  // bytearray(), bytearray(b'...'), or protocol 2's bytearray('...', 'latin-1')
+        arity(0, 2);
+        if (a.size() == 2) return call_codecs_encode(name, a[0], a[1]);
         return make_text(PyKind::kBytes, a.empty() ? std::string() : expect(a[0], PyKind::kBytes, name + " argument").text);
       }
-      case TorchGlobal::kCodecsEncode: {  // protocol 2 pickles bytes as _codecs.encode(text, 'latin1')
+      case TorchGlobal::kCodecsEncode:  // protocol 2 pickles bytes as _codecs.encode(text, 'latin1')
         arity(2, 2);
-        const std::string text = expect(a[0], PyKind::kStr, name + " argument 1").text;
-        const std::string codec = expect(a[1], PyKind::kStr, name + " argument 2").text;
-        if (codec != "latin1" && codec != "latin-1" && codec != "iso-8859-1")
-          unsupported(name + " with codec '" + codec + "' (only latin1)");
-        std::string bytes;
-        for (size_t i = 0; i < text.size();) {  // UTF-8 code points below 256 -> one byte each
-          const auto c = static_cast<unsigned char>(text[i]);
-          if (c < 0x80) bytes += static_cast<char>(c), i += 1;
-          else if ((c >> 5) == 0x6 && c <= 0xC3) bytes += static_cast<char>(((c & 0x1F) << 6) | (text[i + 1] & 0x3F)), i += 2;
-          else fail(name + " text has a character beyond latin1");
-        }
-        return make_text(PyKind::kBytes, std::move(bytes));
-      }
+        return call_codecs_encode(name, a[0], a[1]);
       case TorchGlobal::kDevice: {
         arity(1, 2);
         std::string repr = "device(type='" + expect(a[0], PyKind::kStr, name + " argument 1").text + "'";
@@ -426,6 +415,27 @@ class Machine {
         break;
     }
     unsupported("calling " + name + " is not supported");
+  }
+  // Latin-1 text (UTF-8 code points below 256) back to the bytes it stands for.
+  ObjId call_codecs_encode(const std::string& name, ObjId text_id, ObjId codec_id) {
+    const std::string text = expect(text_id, PyKind::kStr, name + " argument 1").text;
+    const std::string codec = expect(codec_id, PyKind::kStr, name + " argument 2").text;
+    if (codec != "latin1" && codec != "latin-1" && codec != "iso-8859-1")
+      unsupported(name + " with codec '" + codec + "'", "only latin1");
+    std::string bytes;
+    for (size_t i = 0; i < text.size();) {  // valid UTF-8 was checked when the str was made
+      const auto c = static_cast<unsigned char>(text[i]);
+      if (c < 0x80) {
+        bytes += static_cast<char>(c);
+        i += 1;
+      } else if ((c >> 5) == 0x6 && c <= 0xC3) {
+        bytes += static_cast<char>(((c & 0x1F) << 6) | (static_cast<unsigned char>(text[i + 1]) & 0x3F));
+        i += 2;
+      } else {
+        fail(name + " text has a character beyond latin1");
+      }
+    }
+    return make_text(PyKind::kBytes, std::move(bytes));
   }
   ObjId make_int_tuple(const Shape& ints) {
     std::vector<ObjId> ids;
@@ -577,11 +587,13 @@ class Machine {
       }
       case SHORT_BINBYTES: return push(make_text(PyKind::kBytes, take_string(le(1, "SHORT_BINBYTES length"), "SHORT_BINBYTES")));
       case BINBYTES: return push(make_text(PyKind::kBytes, take_string(le(4, "BINBYTES length"), "BINBYTES")));
+      case BYTEARRAY8: return push(make_text(PyKind::kBytes, take_string(le(8, "BYTEARRAY8 length"), "BYTEARRAY8")));
       case EMPTY_TUPLE: return push(make_container(PyKind::kTuple, {}));
       case EMPTY_LIST: return push(make_container(PyKind::kList, {}));
       case EMPTY_DICT: return push(make_container(PyKind::kDict, {}));
       case EMPTY_SET: return push(make_container(PyKind::kSet, {}));
       case TUPLE: return push(make_container(PyKind::kTuple, pop_mark("TUPLE")));
+      case FROZENSET: return push(make_container(PyKind::kSet, pop_mark("FROZENSET")));
       case TUPLE1:
       case TUPLE2:
       case TUPLE3: {
@@ -655,7 +667,8 @@ class Machine {
         const bool allowed = c.kind == PyKind::kGlobal &&
                              (c.global == TorchGlobal::kOrderedDict || c.global == TorchGlobal::kParameterClass ||
                               c.global == TorchGlobal::kSet || c.global == TorchGlobal::kFrozenSet ||
-                              c.global == TorchGlobal::kTorchSize);
+                              c.global == TorchGlobal::kTorchSize || c.global == TorchGlobal::kComplex ||
+                              c.global == TorchGlobal::kByteArray);
         if (!allowed) {
           if (c.kind == PyKind::kGlobal) unsupported("NEWOBJ of " + describe(cls) + " (not an allowed class)");
           fail("NEWOBJ on " + describe(cls) + ", which is not a class");

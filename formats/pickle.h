@@ -2,7 +2,8 @@
 //
 // Design goals: read exactly what `torch.load(weights_only=True)` reads and nothing else. The machine implements
 // the protocol-2 opcodes torch's weights-only unpickler accepts (plus BINSTRING/BINBYTES/SHORT_BINBYTES and the
-// protocol 4/5 framing opcodes FRAME, MEMOIZE, SHORT_BINUNICODE, BINUNICODE8, STACK_GLOBAL, EMPTY_SET/ADDITEMS).
+// protocol 4/5 opcodes FRAME, MEMOIZE, SHORT_BINUNICODE, BINUNICODE8, STACK_GLOBAL, EMPTY_SET/ADDITEMS/FROZENSET,
+// BYTEARRAY8).
 // GLOBAL resolves through a fixed allowlist of torch tensor-rebuild callables, storage classes, dtypes and a few
 // builtins; any other global is refused by name. Nothing is ever executed: REDUCE and NEWOBJ only *describe* what
 // an allowlisted callable would build (a tensor record, an OrderedDict, a tuple for torch.Size, …), and BINPERSID

@@ -73,10 +73,12 @@ std::string bigint_decimal(const std::string& le_bytes) {
   return (negative ? "-" : "") + digits;
 }
 
+// Python's quoting: single quotes unless the text holds a single quote and no double quote.
 std::string quoted(const std::string& s, bool bytes) {
-  std::string out = bytes ? "b'" : "'";
+  const char q = (s.find('\'') != std::string::npos && s.find('"') == std::string::npos) ? '"' : '\'';
+  std::string out = std::string(bytes ? "b" : "") + q;
   for (unsigned char c : s) {
-    if (c == '\\' || c == '\'') out += std::string("\\") + static_cast<char>(c);
+    if (c == '\\' || c == q) out += std::string("\\") + static_cast<char>(c);
     else if (c == '\n') out += "\\n";
     else if (c == '\t') out += "\\t";
     else if (c == '\r') out += "\\r";
@@ -88,7 +90,18 @@ std::string quoted(const std::string& s, bool bytes) {
       out += static_cast<char>(c);
     }
   }
-  return out + "'";
+  return out + q;
+}
+
+// repr(complex): parts without a forced ".0", no parentheses when the real part is +0.
+std::string complex_repr(double re, double im) {
+  auto part = [](double x) {
+    std::string t = float_repr(x);
+    if (t.size() > 2 && t.ends_with(".0")) t.resize(t.size() - 2);
+    return t;
+  };
+  if (re == 0 && !std::signbit(re)) return part(im) + "j";
+  return "(" + part(re) + (std::signbit(im) ? "" : "+") + part(im) + "j)";
 }
 
 // repr() of hashable values (set members, non-str dict keys); containers are bounded by the caller's depth.
@@ -101,7 +114,7 @@ std::string repr(const PickleResult& p, ObjId id, uint32_t depth) {
     case PyKind::kInt: return std::to_string(o.int_value);
     case PyKind::kBigInt: return bigint_decimal(o.text);
     case PyKind::kFloat: return float_repr(o.real);
-    case PyKind::kComplex: return "(" + float_repr(o.real) + (o.imag < 0 || std::signbit(o.imag) ? "" : "+") + float_repr(o.imag) + "j)";
+    case PyKind::kComplex: return complex_repr(o.real, o.imag);
     case PyKind::kStr: return quoted(o.text, false);
     case PyKind::kBytes: return quoted(o.text, true);
     case PyKind::kOpaque:

@@ -127,7 +127,7 @@ TEST(ArchConfig, ZeroPaddedPerLayerConfigKeysParse) {
 }
 
 TEST(ArchConfig, WrittenConfigsAgreeWithWhatTransformersWrote) {
-  for (const std::string path : {test::gemma_tiny_config_path(), test::llama_tiny_config_path()}) {
+  for (const std::string& path : {test::gemma_tiny_config_path(), test::llama_tiny_config_path()}) {
     const json original = read_json(path);
     const json written = to_config_json(load_model_config(path));
     for (const auto& [key, value] : written.items()) {
@@ -158,7 +158,7 @@ TEST(ArchConfig, EveryPresetRoundTripsThroughConfigJson) {
       EXPECT_EQ(parse_model_config(j, "roundtrip.json"), c) << arch_name(p.arch) << " " << p.name << "\n" << j.dump();
     }
   }
-  for (const std::string path : {test::gemma_tiny_config_path(), test::llama_tiny_config_path()}) {
+  for (const std::string& path : {test::gemma_tiny_config_path(), test::llama_tiny_config_path()}) {
     const ModelConfig c = load_model_config(path);
     EXPECT_EQ(parse_model_config(to_config_json(c), path), c) << path;
   }

@@ -95,7 +95,8 @@ TEST(ArchHxa079Infer, TinyFromItsTensorList) {
                                         LayerKind::kRwkv7};
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(c.layers[i].kind, kinds[i]) << i;
-    EXPECT_EQ(c.layers[i].rope, i == 2 ? RopeConfig{} : RopeConfig{RopeType::kDefault, 1e6, 1.0}) << i;
+    const RopeConfig expected_rope = i == 2 ? RopeConfig{} : RopeConfig{RopeType::kDefault, 1e6, 1.0};
+    EXPECT_EQ(c.layers[i].rope, expected_rope) << i;
   }
   EXPECT_EQ(check_against_table(pth, c), std::vector<std::string>{});
   EXPECT_EQ(detect_architecture(pth, nullptr), Arch::kHxa079);

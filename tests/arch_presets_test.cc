@@ -71,8 +71,8 @@ TEST(ArchPresets, Gemma4E2B) {
     EXPECT_EQ(l.intermediate_size, i < 15 ? 6144 : 12288) << i;
     EXPECT_EQ(l.sliding_window, full ? 0 : 512) << i;
     EXPECT_EQ(l.kv_shared_from, i < 15 ? -1 : full ? 14 : 13) << i;  // teachers.md §2
-    EXPECT_EQ(l.rope, full ? RopeConfig{RopeType::kProportional, 1e6, 0.25} : RopeConfig{RopeType::kDefault, 1e4, 1})
-        << i;
+    const RopeConfig rope = full ? RopeConfig{RopeType::kProportional, 1e6, 0.25} : RopeConfig{RopeType::kDefault, 1e4, 1};
+    EXPECT_EQ(l.rope, rope) << i;
   }
   EXPECT_EQ(c.vocab_size, 262144);
   EXPECT_EQ(c.hidden_size, 1536);

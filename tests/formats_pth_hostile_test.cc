@@ -468,7 +468,7 @@ std::vector<Case> hostile_cases() {
   {
     TensorArgs a;
     a.storage_class = "FooStorage";
-    c.push_back({"unknown_storage_type", zip_with_pickle(tensor_pickle(a)), {"unsupported torch global 'torch.FooStorage' (an unknown storage type)"}, true});
+    c.push_back({"unknown_storage_type", zip_with_pickle(tensor_pickle(a)), {"unsupported torch global 'torch.FooStorage' in archive/data.pkl", "an unknown storage type"}, true});
   }
   {
     TensorArgs a;
@@ -480,7 +480,7 @@ std::vector<Case> hostile_cases() {
     p.mark().str("storage").global(a.storage_module, a.storage_class).str("0").str("cpu").integer(16).op('t').op('Q');
     p.integer(0).ints({16}).ints({1}).op(0x89).global("collections", "OrderedDict").op(')').op('R');
     p.global("torch", "float4_e2m1fn_x2").op('t').op('R').op('u').stop();
-    c.push_back({"unknown_dtype", zip_with_pickle(p.done()), {"unsupported torch global 'torch.float4_e2m1fn_x2' (an unknown dtype)"}, true});
+    c.push_back({"unknown_dtype", zip_with_pickle(p.done()), {"unsupported torch global 'torch.float4_e2m1fn_x2' in archive/data.pkl", "an unknown dtype"}, true});
   }
   c.push_back({"quantized_tensor_rebuild", zip_with_pickle(Pk().proto().global("torch._utils", "_rebuild_qtensor").stop().done()),
                {"unsupported torch global 'torch._utils._rebuild_qtensor'"}, true});

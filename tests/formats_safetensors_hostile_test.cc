@@ -3,6 +3,7 @@
 // problem, and reported by check_*, whose first problem is exactly the message read_* throws. Runs under ASan/UBSan.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -86,6 +87,9 @@ TEST_P(SafetensorsHostileFile, RefusedWithAPreciseMessage) {
   const std::string path = tmp.file(file_name);
   const Bytes bytes = c.make();
   test::write_file_bytes(path, bytes);
+  // HXFORGE_DUMP_HOSTILE=DIR keeps a copy of every case, e.g. to run the reference implementation on them.
+  if (const char* dump_dir = std::getenv("HXFORGE_DUMP_HOSTILE"))
+    test::write_file_bytes(dump_dir + ("/" + file_name), bytes);
 
   bool unsupported = false;
   const std::string thrown = message_of([&] { read_safetensors_file(path); }, &unsupported);

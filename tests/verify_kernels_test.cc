@@ -288,7 +288,7 @@ class VerifyKernelsPerIsa : public testing::TestWithParam<CpuIsa> {
 };
 
 INSTANTIATE_TEST_SUITE_P(Isa, VerifyKernelsPerIsa, testing::Values(CpuIsa::kGeneric, CpuIsa::kAvx512),
-                         [](const testing::TestParamInfo<CpuIsa>& info) { return std::string(cpu_isa_name(info.param)); });
+                         [](const testing::TestParamInfo<CpuIsa>& param) { return std::string(cpu_isa_name(param.param)); });
 
 // ---- matrix product: accuracy ------------------------------------------------------------------------------------
 
@@ -474,7 +474,9 @@ TEST(VerifyKernelsSimd, MatmulGenericAndAvx512Agree) {
     EXPECT_FALSE(same_bits(generic[0], simd[0]) && s.k_in > 1)
         << "FMA and separate roundings should differ somewhere (else the two paths are not both being run)";
     // bf16 mode: the products are exact, the order is the same: identical bits (no denormals in this data).
-    if (cpu_supports_bf16_dot()) EXPECT_TRUE(same_bits(generic[1], simd[1])) << shape_name(s) << " bf16 mode";
+    if (cpu_supports_bf16_dot()) {
+      EXPECT_TRUE(same_bits(generic[1], simd[1])) << shape_name(s) << " bf16 mode";
+    }
   }
 }
 

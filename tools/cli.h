@@ -23,6 +23,7 @@ struct Subcommand {
 
 extern const Subcommand kInspect;
 extern const Subcommand kRepack;
+extern const Subcommand kSynth;
 
 // Common options every subcommand gets: --help, --quiet.
 bool quiet(const po::variables_map& args);

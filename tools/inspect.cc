@@ -3,6 +3,10 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+
+#include "arch/arch.h"
+#include "arch/model_config.h"
 #include "formats/checkpoint.h"
 #include "formats/errors.h"
 #include "formats/sha256.h"
@@ -23,15 +27,47 @@ void declare(po::options_description& options, po::positional_options_descriptio
 
 nlohmann::json shape_json(const Shape& s) { return nlohmann::json(s); }
 
-void print_table(const Checkpoint& ckpt, const std::vector<Digest>* hashes) {
+struct ArchitectureFindings {
+  std::string name;                   // "" when unknown
+  std::vector<std::string> problems;  // against the architecture's table (only when checking)
+};
+
+// The architecture (from config.json, else from tensor names) and, when checking, every table problem.
+ArchitectureFindings examine_architecture(const Checkpoint& ckpt, bool check) {
+  ArchitectureFindings found;
+  nlohmann::json config;
+  if (!ckpt.config_json_path.empty()) {
+    std::ifstream f(ckpt.config_json_path);
+    config = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+    if (config.is_discarded()) {
+      found.problems.push_back(in_file(ckpt.config_json_path, "is not valid JSON"));
+      return found;
+    }
+  }
+  const auto arch = detect_architecture(ckpt, config.is_object() ? &config : nullptr);
+  if (!arch) return found;
+  found.name = std::string(arch_name(*arch));
+  if (!check) return found;
+  try {
+    const ModelConfig cfg = config_for_checkpoint(ckpt);
+    for (auto& p : check_against_table(ckpt, cfg)) found.problems.push_back(in_file(ckpt.path, p));
+  } catch (const FormatError& e) {
+    found.problems.push_back(e.what());
+  } catch (const UnsupportedError& e) {
+    found.problems.push_back(e.what());
+  }
+  return found;
+}
+
+void print_table(const Checkpoint& ckpt, const std::string& arch, const std::vector<Digest>* hashes) {
   uint64_t total = 0;
   size_t name_width = 4;
   for (const auto& t : ckpt.tensors) {
     total += t.view.nbytes();
     name_width = std::max(name_width, t.name.size());
   }
-  std::printf("%s: %s, %zu tensors, %s\n", ckpt.path.c_str(), format_name(ckpt.format), ckpt.tensors.size(),
-              human_bytes(total).c_str());
+  std::printf("%s: %s, architecture %s, %zu tensors, %s\n", ckpt.path.c_str(), format_name(ckpt.format),
+              arch.empty() ? "unknown" : arch.c_str(), ckpt.tensors.size(), human_bytes(total).c_str());
   for (const auto& [k, v] : ckpt.metadata) std::printf("  metadata %s = %s\n", k.c_str(), v.c_str());
   std::printf("%-*s  %-8s  %-20s  %12s%s\n", static_cast<int>(name_width), "name", "dtype", "shape", "bytes",
               hashes ? "  sha256" : "");
@@ -68,11 +104,14 @@ int run(const po::variables_map& args) {
   }
 
   const Checkpoint ckpt = open_checkpoint(path);
+  const ArchitectureFindings arch = examine_architecture(ckpt, args.count("check") > 0);
+  problems = arch.problems;
+  out["problems"] = problems;
   std::vector<Digest> hashes;
   if (args.count("hash")) hashes = sha256_tensors(ckpt.tensors);
   if (as_json) {
     out["format"] = format_name(ckpt.format);
-    out["architecture"] = nullptr;
+    out["architecture"] = arch.name.empty() ? nlohmann::json(nullptr) : nlohmann::json(arch.name);
     out["files"] = ckpt.files;
     out["metadata"] = ckpt.metadata;
     auto& tensors = out["tensors"] = nlohmann::json::array();
@@ -90,10 +129,13 @@ int run(const po::variables_map& args) {
       leaves.push_back({{"path", leaf.path}, {"type", leaf.type}, {"value", leaf.value}});
     std::cout << out.dump(2) << "\n";
   } else {
-    print_table(ckpt, hashes.empty() ? nullptr : &hashes);
-    if (args.count("check")) std::printf("check: no problems\n");
+    print_table(ckpt, arch.name, hashes.empty() ? nullptr : &hashes);
+    if (args.count("check")) {
+      if (problems.empty()) std::printf("check: no problems%s\n", arch.name.empty() ? " (architecture unknown: structure only)" : "");
+      for (const auto& p : problems) std::printf("  - %s\n", p.c_str());
+    }
   }
-  return 0;
+  return problems.empty() ? 0 : static_cast<int>(ExitCode::kInvalidInput);
 }
 
 }  // namespace
