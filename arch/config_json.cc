@@ -1,9 +1,9 @@
-// config.json ⇄ ModelConfig for every architecture.
+// config.json → ModelConfig for every architecture (writing: config_json_write.cc).
 //
 // Reading follows transformers 5.x (defaults of Gemma4TextConfig / LlamaConfig for absent keys, teachers.md §1) and
 // RWKV-Infer's hybrid keys (hybrid-arch.md §3.2, hxa07i.md). Both Gemma-4 head-dim styles load identically:
 // transformers 5.17's `per_layer_config` (integer-valued, possibly zero-padded string keys) and the shipped E2B
-// `global_head_dim`. Writing emits the 5.17 style, so what hxforge writes is what transformers itself would write.
+// `global_head_dim`.
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -115,8 +115,6 @@ Activation parse_activation(const KeyReader& r, std::string_view key, const std:
   if (name == "silu" || name == "swish") return Activation::kSilu;
   r.unsupported(key, "\"gelu_pytorch_tanh\" or \"silu\"", name);
 }
-std::string_view activation_name(Activation a) { return a == Activation::kSilu ? "silu" : "gelu_pytorch_tanh"; }
-
 DType parse_dtype(const KeyReader& text, const KeyReader& outer) {
   for (const KeyReader* r : {&text, &outer}) {
     for (std::string_view key : {"dtype", "torch_dtype"}) {
@@ -140,17 +138,11 @@ RopeConfig parse_rope(const KeyReader& r, RopeConfig fallback) {
   else r.unsupported("rope_type", "\"default\" or \"proportional\"", type);
   rope.theta = r.positive_number_or("rope_theta", fallback.theta);
   rope.partial_rotary_factor = r.positive_number_or("partial_rotary_factor", fallback.partial_rotary_factor);
-  if (rope.partial_rotary_factor > 1) r.fail("partial_rotary_factor", "a number in (0, 1]", r.find("partial_rotary_factor"));
+  if (rope.partial_rotary_factor > 1)
+    r.fail("partial_rotary_factor", "a number in (0, 1]", r.find("partial_rotary_factor"));
   if (const json* f = r.find("factor"); f && !(f->is_number() && f->get<double>() == 1.0))
     r.unsupported("factor", "1.0 (no RoPE scaling)", *f);
   return rope;
-}
-
-json rope_json(const RopeConfig& rope) {
-  json j = {{"rope_type", rope_type_name(rope.type)}, {"rope_theta", rope.theta}};
-  if (rope.type == RopeType::kProportional || rope.partial_rotary_factor != 1.0)
-    j["partial_rotary_factor"] = rope.partial_rotary_factor;
-  return j;
 }
 
 void read_token_ids(const KeyReader& text, const KeyReader& outer, ModelConfig& cfg) {
@@ -169,8 +161,6 @@ void reject_true(const KeyReader& r, std::string_view key) {
 }
 
 // ---- Gemma-4 (text stack) ----
-constexpr RopeConfig kGemmaSlidingRope{RopeType::kDefault, 10000.0, 1.0};
-constexpr RopeConfig kGemmaFullRope{RopeType::kProportional, 1e6, 0.25};
 
 std::vector<LayerKind> gemma4_layer_types(const KeyReader& r, int n) {
   std::vector<LayerKind> kinds(n);
@@ -188,6 +178,9 @@ std::vector<LayerKind> gemma4_layer_types(const KeyReader& r, int n) {
     else if (e == "full_attention") kinds[i] = LayerKind::kFullAttention;
     else r.fail("layer_types[" + std::to_string(i) + "]", "\"sliding_attention\" or \"full_attention\"", &e);
   }
+  // transformers 5.17 Gemma4TextConfig: "Last layer must use `full_attention` … Forcing last layer to
+  // `full_attention`".
+  kinds[n - 1] = LayerKind::kFullAttention;
   return kinds;
 }
 
@@ -226,7 +219,7 @@ void parse_gemma4(const KeyReader& r, const KeyReader& outer, ModelConfig& cfg) 
   for (int i = 0; i < n; ++i) head_dims[i] = kinds[i] == LayerKind::kFullAttention ? global_head_dim : head_dim;
   apply_per_layer_config(r, head_dims);
 
-  RopeConfig sliding_rope = kGemmaSlidingRope, full_rope = kGemmaFullRope;
+  RopeConfig sliding_rope = kGemma4SlidingRope, full_rope = kGemma4FullRope;
   if (r.find("rope_parameters")) {
     const KeyReader rp = r.child("rope_parameters");
     if (rp.find("sliding_attention") || rp.find("full_attention")) {
@@ -296,7 +289,8 @@ void parse_llama_like(const KeyReader& r, ModelConfig& cfg, double default_theta
     rope.theta = r.positive_number_or("rope_theta", default_theta);
     if (r.find("rope_scaling")) rope = parse_rope(r.child("rope_scaling"), rope);
   }
-  if (rope.type != RopeType::kDefault) r.unsupported("rope_parameters", "rope_type \"default\"", rope_type_name(rope.type));
+  if (rope.type != RopeType::kDefault)
+    r.unsupported("rope_parameters", "rope_type \"default\"", rope_type_name(rope.type));
 
   cfg.layers.assign(n, LayerConfig{.kind = LayerKind::kFullAttention,
                                    .head_dim = head_dim,
@@ -332,20 +326,6 @@ void parse_rwkv_switches(const KeyReader& r, RwkvConfig& rwkv, bool residuals_an
   if (rwkv.key_residual) rwkv.ranks.key_mix = r.positive_int("lora_rank_key_residual_mix");
 }
 
-void write_rwkv_switches(const RwkvConfig& rwkv, json& j) {
-  j["lora_rank_decay"] = rwkv.ranks.decay;
-  j["lora_rank_iclr"] = rwkv.ranks.iclr;
-  if (rwkv.value_residual) j["lora_rank_value_residual_mix"] = rwkv.ranks.value_mix;
-  if (rwkv.key_residual) j["lora_rank_key_residual_mix"] = rwkv.ranks.key_mix;
-  j["lora_rank_gate"] = rwkv.ranks.gate;
-  j["enable_qk_norm"] = rwkv.qk_norm;
-  j["nope_in_rwkv"] = !rwkv.rope;
-  j["rwkv_value_residual"] = rwkv.value_residual;
-  j["rwkv_key_residual"] = rwkv.key_residual;
-  j["rwkv_bonus"] = rwkv.bonus;
-  j["rwkv_k_scaling"] = rwkv.k_scaling == KScaling::kOmega ? "omega" : "decay";
-}
-
 void parse_hxa079(const KeyReader& r, ModelConfig& cfg) {
   parse_llama_like(r, cfg, /*RWKV-Infer rope_theta*/ 1e6, /*rms_norm_eps*/ 1e-6, /*max_ctxlen*/ 8192);
   const int n = cfg.num_layers();
@@ -379,7 +359,8 @@ void parse_hxa079(const KeyReader& r, ModelConfig& cfg) {
 void parse_hxa07i(const KeyReader& r, ModelConfig& cfg) {
   const int n = cfg.num_layers();
   const std::vector<int> rwkv_layers = r.layer_list("rwkv_layers", n);
-  if (rwkv_layers.empty()) r.fail("rwkv_layers", "a non-empty list of converted full_attention layers", r.find("rwkv_layers"));
+  if (rwkv_layers.empty())
+    r.fail("rwkv_layers", "a non-empty list of converted full_attention layers", r.find("rwkv_layers"));
   RwkvConfig& rwkv = cfg.rwkv;
   rwkv.head_dim = r.positive_int("rwkv_head_dim");
   rwkv.num_heads = r.positive_int("rwkv_num_heads");
@@ -412,80 +393,6 @@ void parse_hxa07i(const KeyReader& r, ModelConfig& cfg) {
       r.fail("rwkv_layers", "no layer whose K/V another layer shares (layer " + std::to_string(i) +
                                 " reads layer " + std::to_string(src) + "'s)", r.find("rwkv_layers"));
   }
-}
-
-// ---- writing ----
-const LayerConfig* first_of(const ModelConfig& cfg, LayerKind kind) {
-  for (const LayerConfig& l : cfg.layers)
-    if (l.kind == kind) return &l;
-  return nullptr;
-}
-
-void write_common(const ModelConfig& cfg, json& j) {
-  j["vocab_size"] = cfg.vocab_size;
-  j["hidden_size"] = cfg.hidden_size;
-  j["intermediate_size"] = cfg.intermediate_size;
-  j["num_hidden_layers"] = cfg.num_layers();
-  j["rms_norm_eps"] = cfg.rms_norm_eps;
-  j["tie_word_embeddings"] = cfg.tie_word_embeddings;
-  j["max_position_embeddings"] = cfg.max_position_embeddings;
-  j["dtype"] = dtype_info(cfg.dtype).torch_name;
-  j["bos_token_id"] = cfg.bos_token_id;
-  j["eos_token_id"] = cfg.eos_token_id;
-  j["pad_token_id"] = cfg.pad_token_id;
-}
-
-json gemma4_text_json(const ModelConfig& cfg) {
-  const LayerConfig* sliding = first_of(cfg, LayerKind::kSlidingAttention);
-  const LayerConfig* full = first_of(cfg, LayerKind::kFullAttention);
-  const LayerConfig& base = sliding ? *sliding : full ? *full : cfg.layers.front();
-  json j;
-  write_common(cfg, j);
-  j["num_attention_heads"] = base.num_heads;
-  j["num_key_value_heads"] = base.num_kv_heads;
-  j["head_dim"] = base.head_dim;
-  if (full && full->num_kv_heads != base.num_kv_heads) j["num_global_key_value_heads"] = full->num_kv_heads;
-  json types = json::array();
-  json per_layer = json::object();
-  const size_t width = std::to_string(cfg.num_layers() - 1).size();  // transformers pads to the largest index
-  for (int i = 0; i < cfg.num_layers(); ++i) {
-    const LayerConfig& l = cfg.layers[i];
-    types.push_back(l.kind == LayerKind::kSlidingAttention ? "sliding_attention" : "full_attention");
-    if (!l.is_rwkv() && l.head_dim != base.head_dim) {
-      std::string key = std::to_string(i);
-      key.insert(0, width - key.size(), '0');
-      per_layer[key] = {{"head_dim", l.head_dim}};
-    }
-  }
-  j["layer_types"] = types;
-  if (!per_layer.empty()) j["per_layer_config"] = per_layer;
-  j["rope_parameters"] = {{"sliding_attention", rope_json(sliding ? sliding->rope : kGemmaSlidingRope)},
-                          {"full_attention", rope_json(full ? full->rope : kGemmaFullRope)}};
-  j["sliding_window"] = sliding ? sliding->sliding_window : 512;
-  j["num_kv_shared_layers"] = cfg.num_kv_shared_layers;
-  j["use_double_wide_mlp"] = cfg.use_double_wide_mlp;
-  j["hidden_size_per_layer_input"] = cfg.hidden_size_per_layer_input;
-  j["vocab_size_per_layer_input"] = cfg.has_ple() ? json(cfg.vocab_size_per_layer_input) : json(nullptr);
-  j["final_logit_softcapping"] = cfg.final_logit_softcapping > 0 ? json(cfg.final_logit_softcapping) : json(nullptr);
-  j["hidden_activation"] = activation_name(cfg.activation);
-  j["attention_bias"] = false;
-  j["attention_k_eq_v"] = false;
-  j["enable_moe_block"] = false;
-  j["use_bidirectional_attention"] = nullptr;
-  return j;
-}
-
-json llama_like_json(const ModelConfig& cfg) {
-  const LayerConfig& l0 = cfg.layers.front();
-  json j;
-  write_common(cfg, j);
-  j["num_attention_heads"] = l0.num_heads;
-  j["num_key_value_heads"] = l0.num_kv_heads;
-  j["head_dim"] = l0.head_dim;
-  j["hidden_act"] = activation_name(cfg.activation);
-  j["attention_bias"] = cfg.attention_bias;
-  j["mlp_bias"] = false;
-  return j;
 }
 
 }  // namespace
@@ -524,9 +431,10 @@ ModelConfig parse_model_config(const json& root, const std::string& source) {
 
   const auto arch = arch_from_config_json(root);
   if (!arch) {
+    const std::string known = "\"hxa079\", \"hxa07i\", \"gemma4\" or \"llama\"";
     for (std::string_view key : {"rwkv_architecture", "model_type"}) {
-      if (const json* v = text.find(key)) text.unsupported(key, "\"hxa079\", \"hxa07i\", \"gemma4\" or \"llama\"", *v);
-      if (const json* v = outer.find(key)) outer.unsupported(key, "\"hxa079\", \"hxa07i\", \"gemma4\" or \"llama\"", *v);
+      if (const json* v = text.find(key)) text.unsupported(key, known, *v);
+      if (const json* v = outer.find(key)) outer.unsupported(key, known, *v);
     }
     outer.fail("model_type", "\"gemma4\", \"gemma4_text\" or \"llama\" (or rwkv_architecture for a hybrid)", nullptr);
   }
@@ -565,59 +473,6 @@ ModelConfig load_model_config(const std::string& path) {
   json j = json::parse(text.str(), nullptr, /*allow_exceptions*/ false);
   if (j.is_discarded()) throw FormatError(in_file(path, "is not valid JSON; expected a config.json object"));
   return parse_model_config(j, path);
-}
-
-json to_config_json(const ModelConfig& cfg) {
-  json text;
-  switch (cfg.arch) {
-    case Arch::kGemma4:
-    case Arch::kHxa07i: text = gemma4_text_json(cfg); break;
-    case Arch::kLlama:
-    case Arch::kHxa079: text = llama_like_json(cfg); break;
-  }
-  if (cfg.arch == Arch::kGemma4) {
-    text["model_type"] = "gemma4_text";
-    text["architectures"] = {"Gemma4ForCausalLM"};
-  } else if (cfg.arch == Arch::kLlama) {
-    text["model_type"] = "llama";
-    text["architectures"] = {"LlamaForCausalLM"};
-    text["rope_parameters"] = rope_json(cfg.layers.front().rope);
-  } else if (cfg.arch == Arch::kHxa079) {
-    // RWKV-Infer HFMode keys (hybrid-arch.md §3.2); no model_type, so transformers does not mistake it for Llama.
-    text["rwkv_architecture"] = "hxa079";
-    const auto rwkv = rwkv_layer_indices(cfg);
-    std::vector<int> gqa;
-    for (int i = 0; i < cfg.num_layers(); ++i)
-      if (!cfg.layers[i].is_rwkv()) gqa.push_back(i);
-    text["transformer_layers"] = gqa;
-    text["rwkv_layers"] = rwkv;
-    text["nope_in_transformer"] = true;
-    const LayerConfig* with_rope = nullptr;
-    for (const LayerConfig& l : cfg.layers)
-      if (!with_rope && l.rope.type != RopeType::kNone) with_rope = &l;
-    text["rope_theta"] = with_rope ? with_rope->rope.theta : 1e6;
-    write_rwkv_switches(cfg.rwkv, text);
-  } else {  // hxa07i: the Gemma-4 keys plus hxa07i.md's
-    text["rwkv_architecture"] = "hxa07i";
-    text["rwkv_layers"] = rwkv_layer_indices(cfg);
-    text["rwkv_head_dim"] = cfg.rwkv.head_dim;
-    text["rwkv_num_heads"] = cfg.rwkv.num_heads;
-    text["rwkv_num_kv_heads"] = cfg.rwkv.num_kv_heads;
-    text["tica_num_heads"] = cfg.tica.num_heads;
-    text["tica_num_kv_heads"] = cfg.tica.num_kv_heads;
-    text["tica_head_dim"] = cfg.tica.head_dim;
-    text["tica_gate_rank"] = cfg.tica.gate_rank;
-    write_rwkv_switches(cfg.rwkv, text);
-  }
-  if (cfg.tensor_prefix != "model.language_model.") return text;
-  // Gemma4ForConditionalGeneration: the text stack nests under text_config (vision/audio configs are not kept).
-  json outer = {{"text_config", text}, {"tie_word_embeddings", cfg.tie_word_embeddings}, {"dtype", text["dtype"]}};
-  if (cfg.arch == Arch::kGemma4) {
-    outer["model_type"] = "gemma4";
-    outer["architectures"] = {"Gemma4ForConditionalGeneration"};
-    outer["text_config"].erase("architectures");
-  }
-  return outer;
 }
 
 }  // namespace hx

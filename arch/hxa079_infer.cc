@@ -76,7 +76,8 @@ ModelConfig infer_hxa079_config(const Checkpoint& checkpoint, double rope_theta,
     throw UnsupportedError(in_file(source, "no 'blocks.N.att.k0' tensor; expected an hxa079 checkpoint (RWKV-Infer "
                                            "calls a hybrid without k0 hxa07a, which hxforge does not handle)"));
   const NamedTensor* r_k = shapes.first_ending(".att.r_k");
-  if (!r_k) throw FormatError(in_file(source, "no 'blocks.N.att.r_k' tensor; expected one to give heads and head size"));
+  if (!r_k)
+    throw FormatError(in_file(source, "no 'blocks.N.att.r_k' tensor; expected one to give heads and head size"));
   const Shape& hn = shapes.checked(*r_k, 2);
   const NamedTensor* key = shapes.first_ending(".att.key.weight");
   if (!key) throw FormatError(in_file(source, "no 'blocks.N.att.key.weight' tensor; expected one per RWKV layer"));

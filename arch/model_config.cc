@@ -60,9 +60,13 @@ std::optional<std::vector<int>> gemma4_kv_sharing_sources(const std::vector<Laye
     return std::nullopt;
   }
   const int first_shared = n - num_kv_shared_layers;
-  // transformers: `is_kv_shared_layer = layer_idx >= first_kv_shared_layer_idx > 0`, so sharing every layer means
-  // sharing none.
-  if (first_shared <= 0 || first_shared == n) return sources;
+  if (first_shared == n) return sources;
+  // Sharing every layer leaves no layer to store K/V (transformers 5.17 then marks every attention shared but gives
+  // no MLP double width: inconsistent, so refused).
+  if (first_shared == 0) {
+    if (why) *why = "num_kv_shared_layers must be smaller than num_hidden_layers " + std::to_string(n);
+    return std::nullopt;
+  }
   for (int i = first_shared; i < n; ++i) {
     for (int j = first_shared - 1; j >= 0; --j) {
       if (kinds[j] == kinds[i]) {

@@ -39,7 +39,8 @@ inline constexpr int kLayerKindCount = 5;
 enum class RopeType : uint8_t {
   kNone,          // no rotation
   kDefault,       // NeoX half-split over partial_rotary_factor·head_dim dims, inv_freq = θ^(-2i/rotated)
-  kProportional,  // Gemma-4 full layers: first partial_rotary_factor·head_dim/2 pairs rotate, inv_freq = θ^(-2i/head_dim)
+  kProportional,  // Gemma-4 full layers: the first partial_rotary_factor·head_dim/2 pairs rotate,
+                  // inv_freq = θ^(-2i/head_dim) (the full head_dim as denominator)
 };
 
 // Where RMSNorm applies its weight (teachers.md §6.1): Gemma-4 and RWKV-Infer multiply in fp32 before casting back,
@@ -61,6 +62,10 @@ struct RopeConfig {
   double partial_rotary_factor = 1.0;
   bool operator==(const RopeConfig&) const = default;
 };
+
+// Gemma4TextConfig's default rope_parameters per layer type (teachers.md §1).
+inline constexpr RopeConfig kGemma4SlidingRope{RopeType::kDefault, 10000.0, 1.0};
+inline constexpr RopeConfig kGemma4FullRope{RopeType::kProportional, 1e6, 0.25};
 
 struct LayerConfig {
   LayerKind kind = LayerKind::kFullAttention;

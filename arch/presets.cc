@@ -77,8 +77,9 @@ constexpr const char* kHxa079Tiny = R"json({
 
 json& text_of(json& config) { return config.contains("text_config") ? config["text_config"] : config; }
 
-// Keeps the first `layers` layers: layer i keeps its kind, index lists drop what is gone, and Gemma's
-// num_kv_shared_layers shrinks in proportion until every shared layer has a source again.
+// Keeps the first `layers` layers: layer i keeps its kind (except that Gemma's last layer is always full, as
+// transformers forces), index lists drop what is gone, and Gemma's num_kv_shared_layers shrinks in proportion until
+// every shared layer has a source again.
 json truncated(json config, std::string_view preset, std::optional<int> layers) {
   json& t = text_of(config);
   const int depth = t["num_hidden_layers"].get<int>();
@@ -97,6 +98,7 @@ json truncated(json config, std::string_view preset, std::optional<int> layers) 
   }
   if (t.contains("layer_types")) {
     t["layer_types"].erase(t["layer_types"].begin() + n, t["layer_types"].end());
+    t["layer_types"][n - 1] = "full_attention";  // Gemma-4's last layer is always full (transformers forces it)
     std::vector<LayerKind> kinds;
     for (const json& s : t["layer_types"])
       kinds.push_back(s == "full_attention" ? LayerKind::kFullAttention : LayerKind::kSlidingAttention);
@@ -141,23 +143,14 @@ ModelConfig reka_hxa079(std::optional<int> layers) {
   return hxa079_student_config(teacher, gqa, {.decay = 320, .iclr = 128, .value_mix = 96, .key_mix = 96, .gate = 384});
 }
 
-// hxa07i converts full layers, so a shrunk hxa07i keeps at least the first one (layer 4 in both presets).
-void require_a_full_layer(std::string_view preset, std::optional<int> layers) {
-  if (layers && *layers < 5)
-    throw UsageError("hxa07i preset '" + std::string(preset) + "' needs at least 5 layers (layer 4 is its first " +
-                     "RWKV+TICA layer); --layers found " + std::to_string(*layers));
-}
-
 // hxa07i.md: N = 128, 32 heads / 4 kv heads, ranks 256, TICA 4/2 heads × 128, gate rank 128.
 ModelConfig gemma4_e2b_hxa07i(std::optional<int> layers) {
-  require_a_full_layer("gemma4-e2b", layers);
   return hxa07i_student_config(gemma4_e2b(layers), 128, {.decay = 256, .iclr = 256, .gate = 256},
                                {.num_heads = 4, .num_kv_heads = 2, .head_dim = 128, .gate_rank = 128});
 }
 
 // The same plan at tiny size: N = 32 over the 128-wide q and 64-wide k of the full layers gives 4 heads / 2 kv.
 ModelConfig hxa07i_tiny(std::optional<int> layers) {
-  require_a_full_layer("tiny", layers);
   return hxa07i_student_config(gemma4_tiny(layers), 32, {.decay = 16, .iclr = 16, .gate = 16},
                                {.num_heads = 2, .num_kv_heads = 1, .head_dim = 32, .gate_rank = 16});
 }

@@ -3,7 +3,8 @@
 // Design goals: a `tiny` preset per architecture that exercises every feature in a model of a few hundred KB
 // (the teacher tinies are the oracle fixtures' configs exactly), and the full-size shapes of the teachers
 // (gemma4-e2b, reka-flash-3) and their students, so converters and kernels can be tested at real sizes.
-// `layers` shrinks depth while keeping the layer pattern (layer i keeps its kind) and recomputes KV sharing.
+// `layers` shrinks depth while keeping the layer pattern (layer i keeps its kind; a Gemma stack's last layer is
+// made full, as transformers requires) and recomputes KV sharing.
 // Non-goals: weights (synth seeds them), presets for models the project does not target.
 #pragma once
 

@@ -37,6 +37,8 @@ CodeLayout layout_of(const MinifloatFormat& f) {
 uint32_t nan_code(const MinifloatFormat& f, const CodeLayout& l, uint32_t sign) {
   switch (f.specials) {
     case FloatSpecials::kIeee:
+      // torch's casts: quiet NaN 0x7fc0 / 0x7e00 for bf16 / f16, but 0x7f (all mantissa bits) for float8_e5m2.
+      if (f.total_bits() == 8) return sign | (l.exp_all_ones << f.man_bits) | l.man_mask;
       return sign | (l.exp_all_ones << f.man_bits) | (1u << (f.man_bits - 1));
     case FloatSpecials::kFiniteNan:
       return sign | (l.exp_all_ones << f.man_bits) | l.man_mask;

@@ -6,8 +6,8 @@
 // Rounding is round-to-nearest-even. Overflow follows the format unless saturation is asked for:
 //   IEEE-style (bf16, f16, e5m2): to ±inf;  "fn" (e4m3fn): to NaN, as torch's cast does (|x| > 464 → NaN);
 //   "fnuz": to the single NaN code 0x80;     FPx (e3m2, e2m2, e2m3, e2m1): no inf/NaN, always saturate to ±max.
-// NaN payloads are not part of the contract: a NaN input gives the format's canonical quiet NaN with the input's
-// sign (fnuz: 0x80). Non-goals: rounding modes other than nearest-even, stochastic rounding.
+// A NaN input gives the NaN code torch's cast gives, with the input's sign: bf16 0x7fc0, f16 0x7e00, e4m3fn and
+// e5m2 0x7f (fnuz: 0x80); NaN payloads are not kept. Non-goals: rounding modes other than nearest-even, stochastic rounding.
 #pragma once
 
 #include <bit>

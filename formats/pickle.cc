@@ -97,7 +97,7 @@ std::optional<GlobalEntry> resolve_global(std::string module, std::string_view n
     if (name == "set") return GlobalEntry{TorchGlobal::kSet, {}};
     if (name == "frozenset") return GlobalEntry{TorchGlobal::kFrozenSet, {}};
     if (name == "complex") return GlobalEntry{TorchGlobal::kComplex, {}};
-    if (name == "bytearray") return GlobalEntry{TorchGlobal::kByteArray, {}};
+    if (name == "bytearray" || name == "bytes") return GlobalEntry{TorchGlobal::kByteArray, {}};  // protocol 2: bytes()
   }
   return std::nullopt;
 }
@@ -190,8 +190,10 @@ class Machine {
     PyObject o;
     o.kind = k;
     check_size(items.size());
-    for (ObjId id : items) o.depth = std::max(o.depth, obj(id).depth + 1);
-    if (o.depth > kPickleMaxNesting) fail("containers nested deeper than " + std::to_string(kPickleMaxNesting));
+    uint32_t depth = 0;
+    for (ObjId id : items) depth = std::max<uint32_t>(depth, obj(id).depth + 1u);
+    if (depth > kPickleMaxNesting) fail("containers nested deeper than " + std::to_string(kPickleMaxNesting));
+    o.depth = static_cast<uint16_t>(depth);
     o.items = std::move(items);
     return make(std::move(o));
   }
@@ -203,9 +205,9 @@ class Machine {
   void add_items(ObjId container, std::span<const ObjId> items) {
     check_size(obj(container).items.size() + items.size());
     uint32_t depth = obj(container).depth;
-    for (ObjId id : items) depth = std::max(depth, obj(id).depth + 1);
+    for (ObjId id : items) depth = std::max<uint32_t>(depth, obj(id).depth + 1u);
     if (depth > kPickleMaxNesting) fail("containers nested deeper than " + std::to_string(kPickleMaxNesting));
-    obj(container).depth = depth;
+    obj(container).depth = static_cast<uint16_t>(depth);
     auto& v = obj(container).items;
     v.insert(v.end(), items.begin(), items.end());
   }

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <span>
 #include <string>
@@ -61,7 +62,7 @@ struct PyObject {
   PyKind kind = PyKind::kNone;
   bool flag = false;      // kBool: the value; kDict: an OrderedDict
   TorchGlobal global{};   // kGlobal
-  uint32_t depth = 0;     // 0 for scalars, 1 + the deepest element for containers (as built)
+  uint16_t depth = 0;     // 0 for scalars, 1 + the deepest element for containers (as built)
   int64_t int_value = 0;  // kInt; kStorage/kTensor: index; kGlobal of a dtype or typed storage class: DType
   double real = 0, imag = 0;  // kFloat (real), kComplex
   std::string text;       // kStr (UTF-8), kBytes, kBigInt (two's complement, little-endian), kGlobal ("module.name")
@@ -92,7 +93,7 @@ struct PyTensorRef {
 };
 
 struct PickleResult {
-  std::vector<PyObject> objects;
+  std::deque<PyObject> objects;  // a deque: growth never moves objects, so references to them stay valid
   std::vector<PyStorageRef> storages;
   std::vector<PyTensorRef> tensors;
   ObjId root = 0;

@@ -1,4 +1,4 @@
-// .pth reading (zip format and the object-tree flattening shared with pth_legacy.cc) and writing; see pth.h.
+// .pth reading: the zip format, and the object-tree flattening shared with pth_legacy.cc; see pth.h.
 #include "formats/pth.h"
 
 #include <charconv>
@@ -17,6 +17,9 @@ namespace pth_detail {
 namespace {
 
 // ---- Python-like text of leaf values (NonTensorLeaf::value) ----
+
+// Characters (roughly) one leaf's repr may take before the rest is elided.
+constexpr int64_t kReprBudget = 4096;
 
 // repr(float): the shortest round-trip digits, fixed notation for exponents in [-4, 16), else d.ddde±XX.
 std::string float_repr(double v) {
@@ -104,10 +107,11 @@ std::string complex_repr(double re, double im) {
   return "(" + part(re) + (std::signbit(im) ? "" : "+") + part(im) + "j)";
 }
 
-// repr() of hashable values (set members, non-str dict keys); containers are bounded by the caller's depth.
-std::string repr(const PickleResult& p, ObjId id, uint32_t depth) {
+// repr() of leaf values and non-str dict keys. `budget` bounds the text (and so the work): tuples that share
+// sub-tuples would otherwise repr to exponentially long strings. Past it, elements print as "...".
+std::string repr(const PickleResult& p, ObjId id, int64_t& budget, uint32_t depth = 0) {
   const PyObject& o = p.at(id);
-  if (depth > kPickleMaxNesting) throw FormatError("value nested deeper than " + std::to_string(kPickleMaxNesting));
+  if (--budget < 0 || depth > kPickleMaxNesting) return "...";
   switch (o.kind) {
     case PyKind::kNone: return "None";
     case PyKind::kBool: return o.flag ? "True" : "False";
@@ -126,7 +130,15 @@ std::string repr(const PickleResult& p, ObjId id, uint32_t depth) {
       const char* close = o.kind == PyKind::kTuple ? ")" : o.kind == PyKind::kList ? "]" : "}";
       if (o.kind == PyKind::kSet && o.items.empty()) return "set()";
       std::string s = open;
-      for (size_t i = 0; i < o.items.size(); ++i) s += (i ? ", " : "") + repr(p, o.items[i], depth + 1);
+      for (size_t i = 0; i < o.items.size(); ++i) {
+        if (budget < 0) {  // out of budget: elide the rest
+          s += ", ...";
+          break;
+        }
+        const std::string element = repr(p, o.items[i], budget, depth + 1);
+        budget -= static_cast<int64_t>(element.size());
+        s += (i ? ", " : "") + element;
+      }
       if (o.kind == PyKind::kTuple && o.items.size() == 1) s += ",";
       return s + close;
     }
@@ -148,12 +160,16 @@ class Flattener {
                                            " nodes (shared subtrees are counted each time they are reached)"));
     if (path.size() > kPthMaxNameLength)
       throw FormatError(in_file(file_, "a tensor path is longer than " + std::to_string(kPthMaxNameLength) + " bytes"));
+    if ((path_bytes_ += path.size()) > kPthMaxPathBytes)  // shared subtrees under long keys: bound time and memory
+      throw FormatError(in_file(file_, "object tree paths add up to more than " + std::to_string(kPthMaxPathBytes) +
+                                           " bytes (shared subtrees are counted each time they are reached)"));
     const PyObject& o = p_.at(id);
     switch (o.kind) {
       case PyKind::kDict:
         for (size_t i = 0; i + 1 < o.items.size(); i += 2) {
           const PyObject& k = p_.at(o.items[i]);
-          const std::string key = k.kind == PyKind::kStr ? k.text : repr(p_, o.items[i], depth);
+          int64_t budget = kReprBudget;
+          const std::string key = k.kind == PyKind::kStr ? k.text : repr(p_, o.items[i], budget);
           walk(o.items[i + 1], join(path, key), depth + 1);
         }
         return;
@@ -166,7 +182,7 @@ class Flattener {
       case PyKind::kStorage:
         throw UnsupportedError(in_file(file_, "a bare storage at '" + path + "' (saved without a tensor) is not supported"));
       default:
-        return add_leaf(path, o, id, depth);
+        return add_leaf(path, o, id);
     }
   }
 
@@ -186,13 +202,14 @@ class Flattener {
     out_->tensors.push_back(NamedTensor{name, std::move(v)});
   }
 
-  void add_leaf(const std::string& path, const PyObject& o, ObjId id, uint32_t depth) {
+  void add_leaf(const std::string& path, const PyObject& o, ObjId id) {
     NonTensorLeaf leaf;
     leaf.path = path;
     leaf.type = o.kind == PyKind::kOpaque ? "torch.device"
                 : o.kind == PyKind::kGlobal ? (o.global == TorchGlobal::kDType ? "torch.dtype" : "type")
                                             : py_kind_name(o.kind);
-    leaf.value = o.kind == PyKind::kStr ? o.text : repr(p_, id, depth);
+    int64_t budget = kReprBudget;
+    leaf.value = o.kind == PyKind::kStr ? o.text : repr(p_, id, budget);
     out_->other_leaves.push_back(std::move(leaf));
   }
 
@@ -201,6 +218,7 @@ class Flattener {
   const StorageResolver& resolve_;
   Checkpoint* out_;
   size_t visits_ = 0;
+  size_t path_bytes_ = 0;
   std::unordered_set<std::string> names_;
 };
 
@@ -223,13 +241,15 @@ void flatten_pickle(const PickleResult& pickle, const std::string& file, const S
 
 }  // namespace pth_detail
 
-// ---------------------------------------------------------------------------------------------------------------
-// Reading
-
 PthKind detect_pth_kind(std::span<const std::byte> head) {
   auto at = [&](size_t i) { return i < head.size() ? std::to_integer<uint8_t>(head[i]) : 0; };
   if (at(0) == 'P' && at(1) == 'K' && ((at(2) == 3 && at(3) == 4) || (at(2) == 5 && at(3) == 6))) return PthKind::kZip;
-  if (at(0) == 0x80 && at(1) >= 2 && at(1) <= 5) return PthKind::kLegacy;  // PROTO: the legacy magic-number pickle
+  // Legacy: the magic-number pickle, PROTO 2..5, an optional FRAME (protocol 4+), then LONG1 of 10 bytes. Checking
+  // the LONG1 keeps a safetensors header length such as 0x0280 from passing for PROTO 2.
+  if (at(0) == 0x80 && at(1) >= 2 && at(1) <= 5) {
+    const size_t long1 = at(2) == 0x95 ? 11 : 2;
+    if (at(long1) == 0x8a && at(long1 + 1) == 10) return PthKind::kLegacy;
+  }
   return PthKind::kUnknown;
 }
 
@@ -319,7 +339,7 @@ Checkpoint read_zip(std::span<const std::byte> bytes, std::shared_ptr<const void
 Checkpoint read_pth_bytes(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
                           const std::string& display_name, const PthReadOptions& options) {
   Checkpoint ck;
-  switch (detect_pth_kind(bytes.first(std::min<size_t>(bytes.size(), 8)))) {
+  switch (detect_pth_kind(bytes.first(std::min<size_t>(bytes.size(), 16)))) {
     case PthKind::kZip: ck = read_zip(bytes, std::move(owner), display_name, options); break;
     case PthKind::kLegacy: ck = pth_detail::read_legacy(bytes, owner, display_name); break;
     case PthKind::kUnknown:
@@ -341,135 +361,5 @@ Checkpoint read_pth(const std::string& path, const PthReadOptions& options) {
 }
 
 Checkpoint read_pth(const std::string& path) { return read_pth(path, PthReadOptions{}); }
-
-// ---------------------------------------------------------------------------------------------------------------
-// Writing
-
-namespace {
-
-// pickle batches SETITEMS by 1000 pairs; doing the same keeps every reader's stack small.
-constexpr size_t kSetItemsBatch = 1000;
-
-// torch 2.x serializes these through UntypedStorage + an explicit dtype (_rebuild_tensor_v3): they have no legacy
-// typed storage class.
-bool needs_untyped_storage(DType d) { return dtype_info(d).legacy_storage.empty(); }
-
-uint64_t spec_bytes(const TensorSpec& spec, const std::string& file) {
-  uint64_t numel = 0;
-  if (!checked_numel(spec.shape, &numel))
-    throw FormatError(in_file(file, "tensor '" + spec.name + "': shape " + shape_to_string(spec.shape) +
-                                    " has a negative dimension or overflows 64 bits"));
-  const auto bytes = dtype_bytes_for(spec.dtype, numel);
-  if (!bytes)
-    throw FormatError(in_file(file, "tensor '" + spec.name + "': " + std::to_string(numel) + " elements of " +
-                                    std::string(dtype_name(spec.dtype)) + " do not fill whole bytes"));
-  return *bytes;
-}
-
-void check_writable(const TensorSpec& spec, const std::string& file) {
-  const DTypeInfo& info = dtype_info(spec.dtype);
-  if (info.torch_name.empty())
-    throw UnsupportedError(in_file(file, "tensor '" + spec.name + "': dtype " + std::string(info.name) +
-                                         " has no torch equivalent, so a .pth cannot hold it (write safetensors)"));
-  if (info.kind == DKind::kQuantized)
-    throw UnsupportedError(in_file(file, "tensor '" + spec.name + "': quantized dtype " + std::string(info.name) +
-                                         " needs torch quantization parameters, which hxforge does not write"));
-  if (!is_valid_utf8(spec.name))
-    throw FormatError(in_file(file, "tensor name '" + spec.name + "' is not valid UTF-8"));
-}
-
-std::vector<std::byte> encode_state_dict(const std::vector<TensorSpec>& specs, const std::string& file) {
-  std::unordered_set<std::string> names;
-  PickleEncoder p;
-  p.global("collections", "OrderedDict");
-  p.tuple(0);
-  p.reduce();
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const TensorSpec& s = specs[i];
-    check_writable(s, file);
-    if (!names.insert(s.name).second) throw FormatError(in_file(file, "two tensors are named '" + s.name + "'"));
-    uint64_t numel = 0;
-    checked_numel(s.shape, &numel);
-    const uint64_t nbytes = spec_bytes(s, file);
-    const bool untyped = needs_untyped_storage(s.dtype);
-    if (i % kSetItemsBatch == 0) p.mark();
-    p.str(s.name);
-    p.global("torch._utils", untyped ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2");
-    p.mark();
-    {  // the storage persistent id: ('storage', class, key, 'cpu', numel) with numel in bytes for UntypedStorage
-      p.mark();
-      p.str("storage");
-      if (untyped) p.global("torch.storage", "UntypedStorage");
-      else p.global("torch", dtype_info(s.dtype).legacy_storage);
-      p.str(std::to_string(i));
-      p.str("cpu");
-      p.integer(static_cast<int64_t>(untyped ? nbytes : numel));
-      p.tuple_from_mark();
-      p.binpersid();
-    }
-    p.integer(0);  // storage_offset
-    p.int_tuple(s.shape);
-    p.int_tuple(contiguous_strides(s.shape));
-    p.boolean(false);  // requires_grad
-    p.global("collections", "OrderedDict");  // backward_hooks
-    p.tuple(0);
-    p.reduce();
-    if (untyped) p.global("torch", dtype_info(s.dtype).torch_name);
-    p.tuple_from_mark();
-    p.reduce();
-    if (i % kSetItemsBatch == kSetItemsBatch - 1 || i + 1 == specs.size()) p.setitems();
-  }
-  return p.finish();
-}
-
-std::span<const std::byte> text_bytes(std::string_view s) { return {reinterpret_cast<const std::byte*>(s.data()), s.size()}; }
-
-}  // namespace
-
-std::vector<std::byte> encode_pth_state_dict(const std::vector<TensorSpec>& specs) {
-  return encode_state_dict(specs, "data.pkl");
-}
-
-void write_pth(const std::string& path, const std::vector<TensorSpec>& specs, const TensorSource& source,
-               const PthWriteOptions& options) {
-  const std::string& root = options.archive_name;
-  if (root.empty() || root.find('/') != std::string::npos || root.find('\\') != std::string::npos)
-    throw UsageError("archive name '" + root + "' must be a non-empty folder name without slashes");
-  const std::vector<std::byte> pickle = encode_state_dict(specs, path);
-  std::vector<uint64_t> sizes;
-  for (const auto& s : specs) sizes.push_back(spec_bytes(s, path));
-
-  AtomicOutputFile out(path, options.overwrite);
-  ZipWriterOptions zip_options;
-  zip_options.force_zip64 = options.force_zip64;
-  ZipWriter zip(out, zip_options);
-  // Record order as torch.save writes it; data.pkl first, since readers take the root folder from the first record.
-  zip.add_record(root + "/data.pkl", pickle);
-  zip.add_record(root + "/.format_version", text_bytes("1"));
-  zip.add_record(root + "/.storage_alignment", text_bytes(std::to_string(kZipAlignment)));
-  zip.add_record(root + "/byteorder", text_bytes("little"));
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const TensorSpec& s = specs[i];
-    const uint64_t expected = sizes[i];
-    uint64_t delivered = 0;
-    zip.begin_record(root + "/data/" + std::to_string(i), expected);
-    source(i, [&](std::span<const std::byte> chunk) {
-      if (chunk.size() > expected - delivered)
-        throw FormatError(in_file(path, "tensor '" + s.name + "': the source delivered more than the " +
-                                        std::to_string(expected) + " bytes of " + std::string(dtype_name(s.dtype)) +
-                                        " " + shape_to_string(s.shape)));
-      zip.write(chunk);
-      delivered += chunk.size();
-    });
-    if (delivered != expected)
-      throw FormatError(in_file(path, "tensor '" + s.name + "': the source delivered " + std::to_string(delivered) +
-                                      " bytes, expected " + std::to_string(expected) + " (" +
-                                      std::string(dtype_name(s.dtype)) + " " + shape_to_string(s.shape) + ")"));
-    zip.end_record();
-  }
-  zip.add_record(root + "/version", text_bytes("3\n"));
-  zip.finish();
-  out.commit();
-}
 
 }  // namespace hx

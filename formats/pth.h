@@ -32,12 +32,15 @@ namespace hx {
 inline constexpr int64_t kPthMaxArchiveVersion = 10;
 // The legacy format's magic number and protocol version (torch/serialization.py).
 inline constexpr uint64_t kPthLegacyProtocolVersion = 1001;
-// Bounds on flattening the object tree: '/'-joined names and tree nodes visited (shared subtrees count each time).
+// Bounds on flattening the object tree: one '/'-joined name, tree nodes visited and path bytes built (shared
+// subtrees count each time they are reached, so a small pickle cannot expand into an enormous tree).
 inline constexpr size_t kPthMaxNameLength = size_t{64} << 10;
 inline constexpr size_t kPthMaxTreeVisits = size_t{1} << 22;
+inline constexpr size_t kPthMaxPathBytes = size_t{256} << 20;  // all paths built while flattening, together
 
 enum class PthKind { kZip, kLegacy, kUnknown };
-// Looks at the first bytes of a file: zip local header or end record, or a legacy pickle (PROTO opcode).
+// Looks at the first (up to 16) bytes of a file: a zip local header or end record, or the legacy format's
+// magic-number pickle (PROTO, optional FRAME, LONG1 of 10 bytes).
 PthKind detect_pth_kind(std::span<const std::byte> head);
 
 struct PthReadOptions {

@@ -86,9 +86,10 @@ struct SafetensorsWriteOptions {
 // most max_shard_bytes of tensor data (a larger tensor gets a shard of its own), plus model.safetensors.index.json;
 // the folder is created (or, with overwrite, replaced as a whole) only once everything is written.
 // Throws FormatError for invalid specs (duplicate or reserved names, bad shapes, a source that writes too few or too
-// many bytes), UnsupportedError for a dtype safetensors cannot name, IoError when the OS refuses; nothing is left
-// under `path` then. With overwrite, an existing folder is replaced only if it has no subfolders (UsageError
-// otherwise), so that a mistyped --out cannot delete a tree.
+// many bytes), UnsupportedError for a dtype safetensors cannot name, UsageError when `path` exists and !overwrite,
+// IoError when the OS refuses; nothing is left under `path` (nor any temporary) then. With overwrite, an existing
+// folder is replaced only if it has no subfolders (UsageError otherwise), so that a mistyped --out cannot delete a
+// tree.
 void write_safetensors(const std::string& path, const std::vector<TensorSpec>& specs, const TensorSource& source,
                        const SafetensorsWriteOptions& opt = {});
 

@@ -52,7 +52,6 @@ const std::string& safetensors_dtype_list() {
 struct EntryResult {
   HeaderTensor tensor;
   bool offsets_ok = false;
-  bool entry_ok = false;
 };
 
 class HeaderValidator {
@@ -167,7 +166,6 @@ class HeaderValidator {
                   "header entry is " + json_kind(entry) + ", expected an object with dtype, shape and data_offsets");
       return r;
     }
-    const size_t problems_before = problems_.size();
     bool dtype_ok = false, shape_ok = false;
 
     // dtype
@@ -231,7 +229,6 @@ class HeaderValidator {
                                 std::to_string(*expected) + " for " + std::string(dtype_name(r.tensor.dtype)) + " " +
                                 shape_to_string(r.tensor.shape));
     }
-    r.entry_ok = problems_.size() == problems_before;
     return r;
   }
 

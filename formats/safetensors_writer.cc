@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -55,12 +54,12 @@ std::vector<PlannedTensor> plan(const std::string& path, const std::vector<Tenso
     if (s.name == "__metadata__")
       throw FormatError(in_file(path, "a tensor cannot be named '__metadata__' (the key safetensors reserves)"));
     if (!names.insert(s.name).second) throw FormatError(in_file(path, "two tensors are named '" + s.name + "'"));
-    if (static_cast<size_t>(s.dtype) >= static_cast<size_t>(DType::kCount) || !dtype_info(s.dtype).in_safetensors)
-      throw UnsupportedError(in_file(path, where + "dtype " +
-                                               (static_cast<size_t>(s.dtype) < static_cast<size_t>(DType::kCount)
-                                                    ? std::string(dtype_name(s.dtype))
-                                                    : "#" + std::to_string(static_cast<int>(s.dtype))) +
-                                               " has no safetensors name"));
+    const bool in_table = static_cast<size_t>(s.dtype) < static_cast<size_t>(DType::kCount);
+    if (!in_table || !dtype_info(s.dtype).in_safetensors)
+      throw UnsupportedError(in_file(
+          path, where + "dtype " +
+                    (in_table ? std::string(dtype_name(s.dtype)) : "#" + std::to_string(static_cast<int>(s.dtype))) +
+                    " has no safetensors name"));
     if (s.shape.size() > kSafetensorsMaxRank)
       throw FormatError(in_file(path, where + "shape has " + std::to_string(s.shape.size()) +
                                           " dimensions, more than the limit of " +

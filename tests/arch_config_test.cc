@@ -117,13 +117,23 @@ TEST(ArchConfig, ZeroPaddedPerLayerConfigKeysParse) {
   json types = json::array();
   for (int i = 0; i < 15; ++i) types.push_back(i % 5 == 4 ? "full_attention" : "sliding_attention");
   j["layer_types"] = types;
-  j["per_layer_config"] = {{"04", {{"head_dim", 64}}}, {"09", {{"head_dim", 64}}}, {"14", {{"head_dim", 48}}}};
-  const ModelConfig c = parse_model_config(j, "padded.json");
+  j["per_layer_config"] = {{"04", {{"head_dim", 64}}}, {"09", {{"head_dim", 64}}}, {"14", {{"head_dim", 64}}}};
+  const ModelConfig c = parse_model_config(j, "padded.json");  // without the keys, full layers would get 512
   EXPECT_EQ(per_layer(c, &LayerConfig::head_dim),
-            (std::vector<int64_t>{32, 32, 32, 32, 64, 32, 32, 32, 32, 64, 32, 32, 32, 32, 48}));
+            (std::vector<int64_t>{32, 32, 32, 32, 64, 32, 32, 32, 32, 64, 32, 32, 32, 32, 64}));
   // Writing pads the same way transformers does: to the width of the largest index.
   const json written = to_config_json(c)["per_layer_config"];
-  EXPECT_EQ(written, (json{{"04", {{"head_dim", 64}}}, {"09", {{"head_dim", 64}}}, {"14", {{"head_dim", 48}}}}));
+  EXPECT_EQ(written, (json{{"04", {{"head_dim", 64}}}, {"09", {{"head_dim", 64}}}, {"14", {{"head_dim", 64}}}}));
+}
+
+TEST(ArchConfig, LastGemmaLayerIsAlwaysFull) {
+  // transformers 5.17 forces it ("Last layer must use `full_attention`"), with the full layers' head_dim.
+  json j = read_json(test::gemma_tiny_config_path());
+  j["layer_types"][9] = "sliding_attention";
+  const ModelConfig c = parse_model_config(j, "last.json");
+  EXPECT_EQ(c.layers[9].kind, LayerKind::kFullAttention);
+  EXPECT_EQ(c.layers[9].head_dim, 64);
+  EXPECT_EQ(c, load_model_config(test::gemma_tiny_config_path()));
 }
 
 TEST(ArchConfig, WrittenConfigsAgreeWithWhatTransformersWrote) {
@@ -174,7 +184,8 @@ TEST(ArchConfig, MissingOrInvalidKeysAreNamed) {
   {
     json j = gemma;
     j["num_attention_heads"] = "two";
-    EXPECT_EQ(error_of(j), "cfg.json: key 'num_attention_heads' is invalid; expected a positive integer, found \"two\"");
+    EXPECT_EQ(error_of(j),
+              "cfg.json: key 'num_attention_heads' is invalid; expected a positive integer, found \"two\"");
   }
   {
     json j = gemma;
@@ -195,6 +206,11 @@ TEST(ArchConfig, MissingOrInvalidKeysAreNamed) {
     json j = gemma;  // layer 1 onward shared: no full layer precedes the first shared one
     j["num_kv_shared_layers"] = 9;
     EXPECT_NE(error_of(j).find("key 'num_kv_shared_layers' is invalid"), std::string::npos) << error_of(j);
+  }
+  {
+    json j = gemma;  // every layer shared: none would store K/V
+    j["num_kv_shared_layers"] = 10;
+    EXPECT_NE(error_of(j).find("must be smaller than num_hidden_layers 10"), std::string::npos) << error_of(j);
   }
   {
     json j = gemma;

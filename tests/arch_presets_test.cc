@@ -71,7 +71,7 @@ TEST(ArchPresets, Gemma4E2B) {
     EXPECT_EQ(l.intermediate_size, i < 15 ? 6144 : 12288) << i;
     EXPECT_EQ(l.sliding_window, full ? 0 : 512) << i;
     EXPECT_EQ(l.kv_shared_from, i < 15 ? -1 : full ? 14 : 13) << i;  // teachers.md §2
-    const RopeConfig rope = full ? RopeConfig{RopeType::kProportional, 1e6, 0.25} : RopeConfig{RopeType::kDefault, 1e4, 1};
+    const RopeConfig rope = full ? kGemma4FullRope : RopeConfig{RopeType::kDefault, 1e4, 1};
     EXPECT_EQ(l.rope, rope) << i;
   }
   EXPECT_EQ(c.vocab_size, 262144);
@@ -144,7 +144,11 @@ TEST(ArchPresets, LayersShrinkDepthKeepingThePattern) {
   EXPECT_EQ(layers_of(preset_config(Arch::kHxa079, "reka-flash-3", 16), LayerKind::kNoPEAttention),
             (std::vector<int>{8, 15}));
   EXPECT_EQ(layers_of(preset_config(Arch::kHxa079, "tiny", 2), LayerKind::kNoPEAttention), std::vector<int>{});
-  EXPECT_EQ(layers_of(preset_config(Arch::kHxa07i, "tiny", 7), LayerKind::kRwkv7Tica), (std::vector<int>{4}));
+  // Gemma's last layer is full whatever the pattern says (transformers forces it), so it becomes RWKV+TICA too.
+  EXPECT_EQ(layers_of(preset_config(Arch::kHxa07i, "tiny", 7), LayerKind::kRwkv7Tica), (std::vector<int>{4, 6}));
+  EXPECT_EQ(layers_of(preset_config(Arch::kHxa07i, "tiny", 4), LayerKind::kRwkv7Tica), (std::vector<int>{3}));
+  EXPECT_EQ(layers_of(preset_config(Arch::kGemma4, "gemma4-e2b", 12), LayerKind::kFullAttention),
+            (std::vector<int>{4, 9, 11}));
   EXPECT_EQ(preset_config(Arch::kLlama, "reka-flash-3", 2).num_layers(), 2);
   EXPECT_EQ(parameter_count(preset_config(Arch::kLlama, "reka-flash-3", 2), false),
             2u * 100352 * 6144 + 6144 + 2u * 447'098'880);  // embeddings, final norm, two layers
@@ -159,7 +163,7 @@ TEST(ArchPresets, BadNamesAndDepthsAreUsageErrors) {
   }
   EXPECT_THROW(preset_config(Arch::kLlama, "tiny", 0), UsageError);
   EXPECT_THROW(preset_config(Arch::kLlama, "tiny", 5), UsageError);
-  EXPECT_THROW(preset_config(Arch::kHxa07i, "tiny", 4), UsageError);
+  EXPECT_THROW(preset_config(Arch::kHxa07i, "gemma4-e2b", 36), UsageError);
 }
 
 }  // namespace

@@ -155,7 +155,8 @@ TEST(PickleMachine, OrderedDictBuildStateIsKept) {
   const Bytes p = [] {
     Bytes b;
     for (uint8_t c : std::initializer_list<uint8_t>{0x80, 2, 'c'}) b.push_back(std::byte{c});
-    for (char c : std::string("collections\nOrderedDict\n)R}X\x09\x00\x00\x00_metadataNsb."))
+    const char text[] = "collections\nOrderedDict\n)R}X\x09\x00\x00\x00_metadataNsb.";
+    for (char c : std::string(text, sizeof text - 1))
       b.push_back(static_cast<std::byte>(c));
     return b;
   }();

@@ -441,6 +441,18 @@ std::vector<Case> hostile_cases() {
     p.proto().op(']').op('q').op(0).op('h').op(0).op('a').stop();
     c.push_back({"self_containing_list", zip_with_pickle(p.done()), {"nested deeper than 256", "reference cycle"}});
   }
+  {
+    Pk p;  // t(k+1) = (t(k), t(k)) 24 times: 49 objects, 2^25 nodes to flatten
+    p.proto().op('}').str("k").op('N');
+    for (int i = 0; i < 24; ++i) p.op('q').op(0).op('h').op(0).op(0x86);
+    c.push_back({"shared_subtree_explosion", zip_with_pickle(p.op('s').stop().done()), {"object tree has more than 4194304 nodes"}});
+  }
+  {
+    Pk p;  // the same with a 60 KB key on top: ~1M short visits, but 60 GB of path text
+    p.proto().op('}').str(std::string(60000, 'k')).op('N');
+    for (int i = 0; i < 20; ++i) p.op('q').op(0).op('h').op(0).op(0x86);
+    c.push_back({"long_key_shared_subtree_paths", zip_with_pickle(p.op('s').stop().done()), {"object tree paths add up to more than"}});
+  }
   c.push_back({"huge_string_length", zip_with_pickle(Pk().proto().op('X').raw("\xff\xff\xff\xff", 4).done()),
                {"BINUNICODE needs 4294967295 bytes but only 0 remain"}});
   c.push_back({"huge_binunicode8_length", zip_with_pickle(Pk().proto().op(0x8d).raw("\x00\x00\x00\x00\x00\x00\x00\x80", 8).done()),
@@ -575,6 +587,35 @@ TEST(PthHostileCorpus, IsLargeAndItsBaseCasesAreValid) {
   const Checkpoint deflated_ck = read_pth(dir.file("deflated.pth"));
   ASSERT_EQ(deflated_ck.tensors.size(), 1u);
   EXPECT_EQ(to_contiguous_bytes(deflated_ck.tensors[0].view), float_bytes(4));
+}
+
+TEST(PthDetect, ByContentNotExtension) {
+  auto head = [](std::initializer_list<int> v) {
+    Bytes b;
+    for (int x : v) b.push_back(static_cast<std::byte>(x));
+    return b;
+  };
+  EXPECT_EQ(detect_pth_kind(head({'P', 'K', 3, 4, 20, 0})), PthKind::kZip);
+  EXPECT_EQ(detect_pth_kind(head({0x80, 2, 0x8a, 10, 0x6c, 0xfc})), PthKind::kLegacy);
+  EXPECT_EQ(detect_pth_kind(head({0x80, 4, 0x95, 14, 0, 0, 0, 0, 0, 0, 0, 0x8a, 10, 0x6c})), PthKind::kLegacy);
+  // A safetensors file whose header is 640 bytes long starts with 0x80 0x02 too.
+  EXPECT_EQ(detect_pth_kind(head({0x80, 2, 0, 0, 0, 0, 0, 0, '{', '"'})), PthKind::kUnknown);
+  EXPECT_EQ(detect_pth_kind(head({})), PthKind::kUnknown);
+}
+
+TEST(PthHostileCorpus, SharedTupleKeyReprIsBounded) {
+  // {t30: 1} where t(k+1) = (t(k), t(k)): the key's repr would be 2^30 elements long; it is elided instead.
+  Pk p;
+  p.proto().op('}').op('N');
+  for (int i = 0; i < 30; ++i) p.op('q').op(0).op('h').op(0).op(0x86);
+  p.integer(1).op('s').stop();
+  test::TempDir dir;
+  test::write_file_bytes(dir.file("key.pth"), zip_with_pickle(p.done()));
+  const Checkpoint ck = read_pth(dir.file("key.pth"));
+  ASSERT_EQ(ck.other_leaves.size(), 1u);
+  EXPECT_LT(ck.other_leaves[0].path.size(), 20000u);
+  EXPECT_NE(ck.other_leaves[0].path.find("..."), std::string::npos);
+  EXPECT_EQ(ck.other_leaves[0].value, "1");
 }
 
 TEST(PthHostileCorpus, LargeStoredRecordCrcOnlyWhenAsked) {

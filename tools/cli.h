@@ -24,6 +24,9 @@ struct Subcommand {
 extern const Subcommand kInspect;
 extern const Subcommand kRepack;
 extern const Subcommand kSynth;
+extern const Subcommand kRun;
+extern const Subcommand kConvert;
+extern const Subcommand kQuantize;
 
 // Common options every subcommand gets: --help, --quiet.
 bool quiet(const po::variables_map& args);

@@ -12,7 +12,7 @@
 namespace hx::cli {
 namespace {
 
-const Subcommand* const kSubcommands[] = {&kInspect, &kRepack, &kSynth};
+const Subcommand* const kSubcommands[] = {&kInspect, &kRepack, &kSynth, &kRun, &kConvert, &kQuantize};
 
 void print_overview() {
   std::printf("hxforge %s: convert Transformer checkpoints to hybrid RWKV-7, quantize, verify\n\n", HXFORGE_VERSION);

@@ -10,15 +10,21 @@
 #include "formats/errors.h"
 #include "verify/kernels.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 namespace hx {
 namespace {
 
 bool detect_avx512() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;  // F16C straight from cpuid: clang's builtin does not know it
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+         f16c;
 #else
   return false;
 #endif

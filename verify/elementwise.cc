@@ -101,6 +101,11 @@ std::vector<float> rope_inv_freq(const RopeParams& params) {
   const int64_t d = params.head_dim;
   if (d <= 0 || d % 2 != 0) throw UsageError("RoPE head_dim must be even and positive, got " + std::to_string(d));
   if (!(params.theta > 0.0)) throw UsageError("RoPE theta must be positive");
+  if (params.type == RopeType::kNone) throw UnsupportedError("rope_inv_freq: RoPE type 'none' has no frequencies");
+  if (params.type == RopeType::kDefault && params.partial_rotary_factor != 1.0) {
+    throw UnsupportedError("rope_inv_freq: partial rotary with the default RoPE type (rotating only the first dims) "
+                           "is not implemented");
+  }
   int64_t rotated = d / 2;
   if (params.type == RopeType::kProportional) {
     if (!(params.partial_rotary_factor > 0.0 && params.partial_rotary_factor <= 1.0)) {

@@ -6,8 +6,9 @@
 // 24 FMAs (or vdpbf16ps), which keeps both FMA pipes of a Zen 4/5 or Sapphire Rapids core busy. k chunk of 128
 // cells: the B panel (128 × 48 × 4 B = 24 KiB) stays in L1 while the A panels stream from L2.
 // GCC 12 reports the deliberately undefined vectors inside its own intrinsic headers (_mm512_undefined_*) as
-// maybe-uninitialized once they are inlined here (GCC bug 105593); the pragma must precede the header.
+// (maybe-)uninitialized once they are inlined here (GCC bug 105593); the pragmas must precede the header.
 #if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include <immintrin.h>

@@ -31,6 +31,7 @@
 #include <string_view>
 #include <vector>
 
+#include "arch/model_config.h"  // RopeType
 #include "formats/dtype.h"
 #include "formats/tensor.h"
 
@@ -82,6 +83,9 @@ class WeightMatrix {
   // bf16 bit patterns, rounded to nearest even from decode_f32's values (exact for bf16/f8 sources).
   virtual void decode_bf16(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end, uint16_t* dst,
                            int64_t dst_stride) const;
+  // A hint that this tile will be decoded soon (the GEMM calls it one tile ahead, so the bytes can arrive from
+  // memory while it computes). Optional: the default does nothing.
+  virtual void prefetch(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) const;
   // "BF16 [4096, 1536]" — for error messages and benchmark labels.
   virtual std::string describe() const = 0;
 
@@ -106,6 +110,7 @@ class DenseWeights final : public WeightMatrix {
                   int64_t dst_stride) const override;
   void decode_bf16(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end, uint16_t* dst,
                    int64_t dst_stride) const override;
+  void prefetch(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) const override;
   std::string describe() const override;
 
  private:
@@ -182,11 +187,10 @@ void glu(GluActivation act, const float* gate, const float* up, float* out, int6
 
 // ============================================================ RoPE ===================================================
 
-enum class RopeType : uint8_t {
-  kDefault,       // inv_freq[i] = theta^(-2i/d), i < d/2
-  kProportional,  // Gemma-4 full layers: i < int(partial·d/2) as default (denominator d), inv_freq 0 for the rest
-};
-
+// The RoPE kinds are arch/model_config.h's RopeType (one definition for the whole project):
+//   kDefault       inv_freq[i] = theta^(-2i/d), i < d/2 (partial_rotary_factor must be 1: no teacher uses less)
+//   kProportional  Gemma-4 full layers: i < int(partial·d/2) as kDefault (denominator d), inv_freq 0 for the rest
+//   kNone          no rotation: rope_inv_freq() refuses it (a NoPE layer simply does not call apply_rope)
 struct RopeParams {
   RopeType type = RopeType::kDefault;
   double theta = 10000.0;
@@ -194,7 +198,8 @@ struct RopeParams {
   double partial_rotary_factor = 1.0;   // kProportional only
 };
 
-// head_dim/2 inverse frequencies, computed in f32 as HF does: 1 / (theta ^ (float(2i) / d)).
+// head_dim/2 inverse frequencies, computed in f32 as HF does: 1 / (theta ^ (float(2i) / d)). Throws UsageError for
+// bad geometry and UnsupportedError for kNone or a partial kDefault.
 std::vector<float> rope_inv_freq(const RopeParams& params);
 
 // cos/sin of angle = float(position) · inv_freq[i], laid out as HF's emb = cat(freqs, freqs): [positions][head_dim].

@@ -24,8 +24,9 @@ void rwkv7_recurrence(const Rwkv7Inputs& in, int64_t tokens, int64_t heads, int6
   const int64_t n = head_dim;
   parallel_for(0, heads, 1, [&](int64_t h) {
     float* s = state + h * n * n;
-    thread_local std::vector<float> sa;
+    thread_local std::vector<float> sa, acc;
     sa.resize(static_cast<size_t>(n));
+    acc.resize(static_cast<size_t>(n));
     for (int64_t t = 0; t < tokens; ++t) {
       const int64_t base = (t * heads + h) * n;
       const float* r = in.r + base;
@@ -37,27 +38,34 @@ void rwkv7_recurrence(const Rwkv7Inputs& in, int64_t tokens, int64_t heads, int6
       float* out = y + base;
 
       // sa_j = Σ_i remove_i · S[i][j]
+      // (Per-row scalars are read before each inner loop, so that the compiler can vectorise over j.)
+      float* sa_j = sa.data();
+      float* y_j = acc.data();
       std::fill(sa.begin(), sa.end(), 0.0f);
       for (int64_t i = 0; i < n; ++i) {
         const float* row = s + i * n;
+        const float remove_i = remove[i];
         for (int64_t j = 0; j < n; ++j) {
-          const float product = remove[i] * row[j];
-          sa[static_cast<size_t>(j)] = sa[static_cast<size_t>(j)] + product;
+          const float product = remove_i * row[j];
+          sa_j[j] = sa_j[j] + product;
         }
       }
       // S[i][j] = decay_i·S[i][j] + replace_i·sa_j + k_i·v_j, then y_j = Σ_i r_i · S[i][j] (updated state)
-      std::fill(out, out + n, 0.0f);
+      std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t i = 0; i < n; ++i) {
         float* row = s + i * n;
+        const float decay_i = decay[i], replace_i = replace[i], k_i = k[i], r_i = r[i];
         for (int64_t j = 0; j < n; ++j) {
-          const float kept = decay[i] * row[j];
-          const float replaced = replace[i] * sa[static_cast<size_t>(j)];
-          const float written = k[i] * v[j];
-          row[j] = (kept + replaced) + written;
-          const float read = r[i] * row[j];
-          out[j] = out[j] + read;
+          const float kept = decay_i * row[j];
+          const float replaced = replace_i * sa_j[j];
+          const float written = k_i * v[j];
+          const float updated = (kept + replaced) + written;
+          row[j] = updated;
+          const float read = r_i * updated;
+          y_j[j] = y_j[j] + read;
         }
       }
+      std::copy(acc.begin(), acc.end(), out);
     }
   });
 }

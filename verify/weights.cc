@@ -40,6 +40,8 @@ void WeightMatrix::decode_bf16(int64_t row_begin, int64_t row_end, int64_t col_b
   }
 }
 
+void WeightMatrix::prefetch(int64_t, int64_t, int64_t, int64_t) const {}
+
 DenseWeights::DenseWeights(DType dtype, const void* data, int64_t rows, int64_t cols, int64_t row_stride_bytes)
     : WeightMatrix(rows, cols), dtype_(dtype), data_(static_cast<const std::byte*>(data)) {
   if (!is_dense_weight_dtype(dtype)) {
@@ -106,6 +108,16 @@ void DenseWeights::decode_bf16(int64_t row_begin, int64_t row_end, int64_t col_b
     } else {
       WeightMatrix::decode_bf16(r, r + 1, col_begin, col_end, out, dst_stride);
     }
+  }
+}
+
+void DenseWeights::prefetch(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) const {
+  constexpr int64_t kCacheLine = 64;
+  const int64_t element = dtype_element_size(dtype_);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const std::byte* begin = row(r) + col_begin * element;
+    const std::byte* end = row(r) + col_end * element;
+    for (const std::byte* line = begin; line < end; line += kCacheLine) __builtin_prefetch(line, 0, 3);
   }
 }
 

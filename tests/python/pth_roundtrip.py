@@ -174,6 +174,12 @@ def make(outdir):
             torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
             manifest[fname] = describe(path)
             manifest[fname]["format"] = "legacy" if legacy else "zip"
+    for legacy in (False, True):  # pickle protocol 4: FRAME, MEMOIZE, SHORT_BINUNICODE, STACK_GLOBAL
+        fname = f"views_protocol4{'_legacy' if legacy else ''}.pth"
+        path = os.path.join(outdir, fname)
+        torch.save(cases["views"], path, pickle_protocol=4, _use_new_zipfile_serialization=not legacy)
+        manifest[fname] = describe(path)
+        manifest[fname]["format"] = "legacy" if legacy else "zip"
     path = os.path.join(outdir, "legacy_storage_views.pth")
     write_legacy_views(path)
     manifest["legacy_storage_views.pth"] = describe(path)

@@ -1,0 +1,339 @@
+#include "quant/fpx.h"
+
+#include <algorithm>
+#include <array>
+#include <numeric>
+
+#include "formats/errors.h"
+
+namespace hx {
+
+const MinifloatFormat& fpx_minifloat(FpxFormat f) { return f == FpxFormat::kE3M2 ? kFormatFP6E3M2 : kFormatFP5E2M2; }
+int fpx_bits(FpxFormat f) { return f == FpxFormat::kE3M2 ? 6 : 5; }
+float fpx_max_normal(FpxFormat f) { return f == FpxFormat::kE3M2 ? 28.0f : 7.0f; }
+int fpx_block_codes(FpxFormat f) { return f == FpxFormat::kE3M2 ? 4 : 8; }
+int fpx_block_bytes(FpxFormat f) { return f == FpxFormat::kE3M2 ? 3 : 5; }
+
+FpxFormat fpx_format_of(QuantScheme s) {
+  if (s == QuantScheme::kFp6) return FpxFormat::kE3M2;
+  if (s == QuantScheme::kFp5) return FpxFormat::kE2M2;
+  throw UsageError("scheme " + std::string(scheme_name(s)) + " is not an FPx scheme");
+}
+
+// ---- scalar reference ----
+
+float fpx_scale_f32_reference(const float* row, int64_t n, FpxFormat f) {
+  float amax = 0;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(row[i]));
+  return std::max(amax, kAmaxFloor) / fpx_max_normal(f);
+}
+
+uint8_t fpx_encode_reference(float w, float scale_f32, FpxFormat f) {
+  return static_cast<uint8_t>(minifloat_encode_reference(w / scale_f32, fpx_minifloat(f)));  // saturates by format
+}
+
+float fpx_code_value(uint8_t code, FpxFormat f) {
+  static const auto tables = [] {
+    std::array<std::array<float, 64>, 2> t{};
+    for (uint32_t c = 0; c < 64; ++c) {
+      t[0][c] = static_cast<float>(minifloat_decode_reference(c, kFormatFP6E3M2));
+      t[1][c] = static_cast<float>(minifloat_decode_reference(c & 31u, kFormatFP5E2M2));
+    }
+    return t;
+  }();
+  return tables[f == FpxFormat::kE3M2 ? 0 : 1][code & 63u];
+}
+
+float fpx_stored_scale(float scale_f32, DType dtype) {
+  switch (dtype) {
+    case DType::kF16: return f16_to_f32(f32_to_f16(scale_f32));
+    case DType::kBF16: return bf16_to_f32(f32_to_bf16(scale_f32));
+    case DType::kF32: return scale_f32;
+    default: throw UsageError("an FPx scale cannot be stored as " + std::string(dtype_name(dtype)));
+  }
+}
+
+void fpx_quantize_rows_reference(const FloatRows& w, FpxFormat f, int64_t row_begin, int64_t row_end, uint8_t* codes,
+                                 float* scales_f32) {
+  std::vector<float> x(static_cast<size_t>(w.cols()));
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    w.read_row(r, x.data());
+    finite_abs_max(x.data(), w.cols(), w, r);  // the same refusal of inf/NaN as the fast path
+    const float scale = fpx_scale_f32_reference(x.data(), w.cols(), f);
+    scales_f32[r - row_begin] = scale;
+    uint8_t* out = codes + (r - row_begin) * w.cols();
+    for (int64_t c = 0; c < w.cols(); ++c) out[c] = fpx_encode_reference(x[static_cast<size_t>(c)], scale, f);
+  }
+}
+
+// ---- fast path ----
+
+namespace {
+
+// Clamping to ±max before rounding is the same as torchao's saturation (every value at or beyond max becomes max).
+template <class Encoder>
+HX_QUANT_INLINE void fpx_row_kernel(const float* x, int64_t n, float scale_f32, float stored_scale, float max_normal,
+                                    uint8_t* codes, float* dequantized) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i] / scale_f32;
+    v = v < -max_normal ? -max_normal : (v > max_normal ? max_normal : v);
+    float rounded;
+    codes[i] = static_cast<uint8_t>(Encoder::encode(v, &rounded));
+    dequantized[i] = rounded * stored_scale;
+  }
+}
+
+using RowKernel = void (*)(const float*, int64_t, float, float, float, uint8_t*, float*);
+
+template <class Encoder>
+void fpx_row_generic(const float* x, int64_t n, float s32, float stored, float max, uint8_t* codes, float* deq) {
+  fpx_row_kernel<Encoder>(x, n, s32, stored, max, codes, deq);
+}
+template <class Encoder>
+HX_QUANT_AVX512 void fpx_row_avx512(const float* x, int64_t n, float s32, float stored, float max, uint8_t* codes,
+                                    float* deq) {
+  fpx_row_kernel<Encoder>(x, n, s32, stored, max, codes, deq);
+}
+
+RowKernel fpx_row_kernel_for(FpxFormat f, bool avx512) {
+  if (f == FpxFormat::kE3M2) return avx512 ? fpx_row_avx512<ClampedE3M2> : fpx_row_generic<ClampedE3M2>;
+  return avx512 ? fpx_row_avx512<ClampedE2M2> : fpx_row_generic<ClampedE2M2>;
+}
+
+}  // namespace
+
+ErrorStats fpx_quantize_rows(const FloatRows& w, FpxFormat f, int64_t row_begin, int64_t row_end, DType scale_dtype,
+                             uint8_t* codes, float* scales_f32) {
+  const RowKernel kernel = fpx_row_kernel_for(f, quant_use_avx512());
+  const float max_normal = fpx_max_normal(f);
+  const int64_t n = w.cols();
+  return for_each_row(w, row_begin, row_end, [&](int64_t r, const float* x, float* dequantized) {
+    const float amax = finite_abs_max(x, n, w, r);
+    const float scale = std::max(amax, kAmaxFloor) / max_normal;
+    scales_f32[r - row_begin] = scale;
+    kernel(x, n, scale, fpx_stored_scale(scale, scale_dtype), max_normal, codes + (r - row_begin) * n, dequantized);
+    return row_error(x, dequantized, n);
+  });
+}
+
+// ---- portable packing ----
+
+int64_t fpx_packed_row_bytes(int64_t cols, FpxFormat f) { return cols / fpx_block_codes(f) * fpx_block_bytes(f); }
+
+void fpx_pack_row(const uint8_t* codes, int64_t n, FpxFormat f, uint8_t* packed) {
+  const int bits = fpx_bits(f), per_block = fpx_block_codes(f), block_bytes = fpx_block_bytes(f);
+  const uint64_t mask = (1u << bits) - 1;
+  for (int64_t j = 0; j < n / per_block; ++j) {
+    uint64_t v = 0;
+    for (int i = 0; i < per_block; ++i) v |= (codes[j * per_block + i] & mask) << (bits * i);
+    for (int b = 0; b < block_bytes; ++b) packed[j * block_bytes + b] = static_cast<uint8_t>(v >> (8 * b));
+  }
+}
+
+void fpx_unpack_row(const uint8_t* packed_row, int64_t col_begin, int64_t n, FpxFormat f, uint8_t* codes) {
+  const int bits = fpx_bits(f), per_block = fpx_block_codes(f), block_bytes = fpx_block_bytes(f);
+  const uint64_t mask = (1u << bits) - 1;
+  const uint8_t* src = packed_row + col_begin / per_block * block_bytes;
+  for (int64_t j = 0; j < n / per_block; ++j) {
+    uint64_t v = 0;
+    for (int b = 0; b < block_bytes; ++b) v |= static_cast<uint64_t>(src[j * block_bytes + b]) << (8 * b);
+    for (int i = 0; i < per_block; ++i) codes[j * per_block + i] = static_cast<uint8_t>((v >> (bits * i)) & mask);
+  }
+}
+
+// ---- torchao tensor-core packing ----
+
+namespace {
+
+// torchao _bit_interleave's bit_order for 1-, 2- and 4-bit fields (from FP6-LLM's weight_prepacking.h): output field
+// p of a 32-bit word takes input field bit_order[p].
+constexpr std::array<int, 32> kBitOrder1 = {1,  5,  9,  13, 17, 21, 25, 29, 3,  7,  11, 15, 19, 23, 27, 31,
+                                            0,  4,  8,  12, 16, 20, 24, 28, 2,  6,  10, 14, 18, 22, 26, 30};
+constexpr std::array<int, 16> kBitOrder2 = {1, 5, 9, 13, 3, 7, 11, 15, 0, 4, 8, 12, 2, 6, 10, 14};
+constexpr std::array<int, 8> kBitOrder4 = {1, 5, 3, 7, 0, 4, 2, 6};
+
+std::span<const int> bit_order(int bits) {
+  if (bits == 1) return kBitOrder1;
+  if (bits == 2) return kBitOrder2;
+  return kBitOrder4;
+}
+
+// Where each input field goes: the inverse permutation of bit_order.
+struct InverseBitOrders {
+  std::array<int, 32> of1{}, of2{}, of4{};
+  InverseBitOrders() {
+    for (int p = 0; p < 32; ++p) of1[kBitOrder1[p]] = p;
+    for (int p = 0; p < 16; ++p) of2[kBitOrder2[p]] = p;
+    for (int p = 0; p < 8; ++p) of4[kBitOrder4[p]] = p;
+  }
+  int destination(int bits, int field) const {
+    return bits == 1 ? of1[field] : bits == 2 ? of2[field] : of4[field];
+  }
+};
+const InverseBitOrders kInverseBitOrders;
+
+// The bit planes of a format in torchao's order (y = 1, 2, 4 where nbits has that bit), and which code bits each
+// holds: (code >> shift) & ((1 << bits) - 1).
+struct Plane {
+  int bits;
+  int shift;
+};
+std::array<Plane, 2> planes_of(FpxFormat f) {
+  if (f == FpxFormat::kE3M2) return {Plane{2, 4}, Plane{4, 0}};
+  return {Plane{1, 4}, Plane{4, 0}};
+}
+
+}  // namespace
+
+bool fpx_tc_shape_ok(int64_t rows, int64_t cols) { return rows > 0 && cols > 0 && rows % 64 == 0 && cols % 64 == 0; }
+
+TcBitLocation fpx_tc_location(int64_t rows, int64_t cols, FpxFormat f, int plane, int64_t r, int64_t c) {
+  const auto planes = planes_of(f);
+  const int y = planes[static_cast<size_t>(plane)].bits;
+  const int64_t per_byte = 8 / y;
+  const uint64_t plane_offset = plane == 0 ? 0 : static_cast<uint64_t>(rows * cols * planes[0].bits / 8);
+  // Pass 1: view(M/64, 4, 2, 8, N/16, 2, 8).permute(0, 4, 1, 5, 2, 3, 6).reshape(-1, 32, 2).permute(1, 0, 2).
+  const int64_t a = r / 64, b = (r / 16) % 4, c1 = (r / 8) % 2, d = r % 8;
+  const int64_t e = c / 16, f1 = (c / 8) % 2, g = c % 8;
+  const int64_t blocks = rows * cols / 64;
+  const int64_t block = (((a * (cols / 16) + e) * 4 + b) * 2 + f1) * 2 + c1;
+  const int64_t p = (d * 4 + g / 2) * (2 * blocks) + block * 2 + g % 2;
+  // _pack: element p is field p % per_byte (most significant first) of byte p / per_byte of the plane.
+  const int64_t byte_in = p / per_byte, field_in_byte = p % per_byte;
+  // Pass 2: view(32, K, 4).permute(1, 0, 2).flip(2), K = plane bytes / 128.
+  const int64_t k_words = rows * cols * y / 8 / 128;
+  const int64_t strip = byte_in / (4 * k_words), k = (byte_in / 4) % k_words, w = byte_in % 4;
+  const int64_t q = k * 128 + strip * 4 + (3 - w);
+  // Pass 3 (_bit_interleave): in the 32-bit word q / 4 with its bytes reversed, fields are numbered from the most
+  // significant end; byte 3 - w of the reversed word is our byte, so our field is w·per_byte + field_in_byte.
+  const int field = static_cast<int>(w * per_byte + field_in_byte);
+  const int to = kInverseBitOrders.destination(y, field);
+  const uint64_t byte = plane_offset + static_cast<uint64_t>(q / 4 * 4 + (3 - to / per_byte));
+  return {byte, static_cast<int>(8 - (to % per_byte + 1) * y)};
+}
+
+void fpx_pack_tc(const uint8_t* codes, int64_t rows, int64_t cols, FpxFormat f, uint8_t* packed) {
+  if (!fpx_tc_shape_ok(rows, cols))
+    throw UsageError("the torchao-tc layout needs rows and columns that are multiples of 64, got [" +
+                     std::to_string(rows) + ", " + std::to_string(cols) + "]");
+  const auto planes = planes_of(f);
+  std::fill(packed, packed + rows * cols * fpx_bits(f) / 8, uint8_t{0});
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint8_t code = codes[r * cols + c];
+      for (int plane = 0; plane < 2; ++plane) {
+        const Plane& pl = planes[static_cast<size_t>(plane)];
+        const TcBitLocation at = fpx_tc_location(rows, cols, f, plane, r, c);
+        packed[at.byte] |= static_cast<uint8_t>(((code >> pl.shift) & ((1u << pl.bits) - 1)) << at.shift);
+      }
+    }
+  }
+}
+
+uint8_t fpx_tc_code_at(const uint8_t* packed, int64_t rows, int64_t cols, FpxFormat f, int64_t r, int64_t c) {
+  const auto planes = planes_of(f);
+  uint32_t code = 0;
+  for (int plane = 0; plane < 2; ++plane) {
+    const Plane& pl = planes[static_cast<size_t>(plane)];
+    const TcBitLocation at = fpx_tc_location(rows, cols, f, plane, r, c);
+    code |= ((packed[at.byte] >> at.shift) & ((1u << pl.bits) - 1)) << pl.shift;
+  }
+  return static_cast<uint8_t>(code);
+}
+
+// ---- the literal port of torchao's packer (reference) ----
+
+namespace {
+
+// Just enough of a tensor for view / permute / flip on uint8 data (C order).
+struct Array {
+  std::vector<uint8_t> data;
+  std::vector<int64_t> shape;
+};
+
+Array permute(const Array& in, const std::vector<int>& perm) {
+  const size_t rank = in.shape.size();
+  std::vector<int64_t> in_strides(rank, 1), out_shape(rank);
+  for (size_t d = rank - 1; d > 0; --d) in_strides[d - 1] = in_strides[d] * in.shape[d];
+  for (size_t k = 0; k < rank; ++k) out_shape[k] = in.shape[static_cast<size_t>(perm[k])];
+  Array out{std::vector<uint8_t>(in.data.size()), out_shape};
+  std::vector<int64_t> index(rank, 0);
+  for (size_t i = 0; i < out.data.size(); ++i) {
+    int64_t source = 0;
+    for (size_t k = 0; k < rank; ++k) source += index[k] * in_strides[static_cast<size_t>(perm[k])];
+    out.data[i] = in.data[static_cast<size_t>(source)];
+    for (size_t k = rank; k-- > 0;) {  // odometer over the output index
+      if (++index[k] < out_shape[k]) break;
+      index[k] = 0;
+    }
+  }
+  return out;
+}
+
+Array flip_last(const Array& in) {
+  Array out = in;
+  const int64_t n = in.shape.back();
+  for (size_t i = 0; i < in.data.size(); i += static_cast<size_t>(n))
+    std::reverse(out.data.begin() + static_cast<int64_t>(i), out.data.begin() + static_cast<int64_t>(i) + n);
+  return out;
+}
+
+// torchao _pack / _unpack on a flat array: byte j holds x[j·k + i] << (8 − (i+1)·bits), k = 8 / bits.
+std::vector<uint8_t> pack_fields(const std::vector<uint8_t>& x, int bits) {
+  const size_t k = static_cast<size_t>(8 / bits);
+  std::vector<uint8_t> out(x.size() / k);
+  for (size_t j = 0; j < out.size(); ++j)
+    for (size_t i = 0; i < k; ++i) out[j] |= static_cast<uint8_t>(x[j * k + i] << (8 - (i + 1) * static_cast<size_t>(bits)));
+  return out;
+}
+
+std::vector<uint8_t> unpack_fields(const std::vector<uint8_t>& x, int bits) {
+  const size_t k = static_cast<size_t>(8 / bits);
+  std::vector<uint8_t> out(x.size() * k);
+  for (size_t j = 0; j < x.size(); ++j)
+    for (size_t i = 0; i < k; ++i)
+      out[j * k + i] = static_cast<uint8_t>((x[j] >> (8 - (i + 1) * static_cast<size_t>(bits))) & ((1u << bits) - 1));
+  return out;
+}
+
+std::vector<uint8_t> bit_interleave(const std::vector<uint8_t>& bytes, int bits) {
+  Array words = flip_last(Array{bytes, {static_cast<int64_t>(bytes.size() / 4), 4}});  // reshape(-1, 4).flip(1)
+  std::vector<uint8_t> fields = unpack_fields(words.data, bits);
+  const size_t per_word = static_cast<size_t>(32 / bits);
+  const auto order = bit_order(bits);
+  std::vector<uint8_t> reordered(fields.size());
+  for (size_t w = 0; w < fields.size() / per_word; ++w)  // x[:, bit_order]
+    for (size_t p = 0; p < per_word; ++p) reordered[w * per_word + p] = fields[w * per_word + static_cast<size_t>(order[p])];
+  const std::vector<uint8_t> packed = pack_fields(reordered, bits);
+  return flip_last(Array{packed, {static_cast<int64_t>(packed.size() / 4), 4}}).data;  // reshape(-1, 4).flip(1)
+}
+
+}  // namespace
+
+std::vector<uint8_t> fpx_pack_tc_reference(const uint8_t* codes, int64_t rows, int64_t cols, FpxFormat f) {
+  const int nbits = fpx_bits(f);
+  // Pass 1.
+  Array t{std::vector<uint8_t>(codes, codes + rows * cols), {rows / 64, 4, 2, 8, cols / 16, 2, 8}};
+  t = permute(t, {0, 4, 1, 5, 2, 3, 6});
+  t.shape = {rows * cols / 64, 32, 2};
+  t = permute(t, {1, 0, 2});
+  std::vector<uint8_t> out;
+  int used_bits = 0;
+  for (int y : {1, 2, 4}) {
+    if (!(nbits & y)) continue;
+    std::vector<uint8_t> plane(t.data.size());
+    for (size_t i = 0; i < plane.size(); ++i)
+      plane[i] = static_cast<uint8_t>((t.data[i] >> (nbits - used_bits - y)) & ((1u << y) - 1));
+    std::vector<uint8_t> packed = pack_fields(plane, y);
+    // Pass 2: view(32, -1, 4).permute(1, 0, 2).flip(2).
+    Array strips{packed, {32, static_cast<int64_t>(packed.size() / 128), 4}};
+    strips = flip_last(permute(strips, {1, 0, 2}));
+    // Pass 3.
+    const std::vector<uint8_t> interleaved = bit_interleave(strips.data, y);
+    out.insert(out.end(), interleaved.begin(), interleaved.end());
+    used_bits += y;
+  }
+  return out;
+}
+
+}  // namespace hx

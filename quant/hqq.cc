@@ -1,0 +1,423 @@
+// GCC's -Wpsabi note ("vector return changes the ABI") concerns 64-byte vectors passed between functions compiled
+// for different ISAs; here they only live inside always-inlined kernels (see the vector types below).
+#pragma GCC diagnostic ignored "-Wpsabi"
+#include "quant/hqq.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "formats/errors.h"
+
+namespace hx {
+namespace {
+
+constexpr int kLanes = 16;  // group sums: element j of a group goes to lane j % 16
+
+// ---- the power function ----
+
+// Constants of x^p: p split into a 12-bit head (so that head·e is exact for any float exponent e) and the rest,
+// and p / ln 2 for the logarithm's fraction part.
+struct PowConstants {
+  float p, p_head, p_tail, p_over_ln2;
+  explicit PowConstants(float exponent) : p(exponent) {
+    p_head = std::bit_cast<float>(std::bit_cast<uint32_t>(exponent) & 0xfffff800u);
+    p_tail = exponent - p_head;  // exact: the low 12 bits of p
+    p_over_ln2 = static_cast<float>(static_cast<double>(exponent) / 0.69314718055994530942);
+  }
+};
+
+// The solver's kernels run on GCC vector extensions of 16 floats (one zmm; four xmm on the baseline ISA), the
+// scalar reference on plain floats; pow_kernel is written once for both through these overloads. Vectors of 64
+// bytes never cross a non-inlined call on the baseline ISA, so GCC's note about their ABI does not apply (the
+// warning is switched off at the top of the file).
+using F32x16 = float __attribute__((vector_size(64)));
+using I32x16 = int32_t __attribute__((vector_size(64)));
+static_assert(sizeof(F32x16) == kLanes * sizeof(float), "one lane per group-sum lane");
+
+HX_QUANT_INLINE int32_t as_int(float x) { return std::bit_cast<int32_t>(x); }
+HX_QUANT_INLINE I32x16 as_int(F32x16 x) { return std::bit_cast<I32x16>(x); }
+HX_QUANT_INLINE float as_float(int32_t x) { return std::bit_cast<float>(x); }
+HX_QUANT_INLINE F32x16 as_float(I32x16 x) { return std::bit_cast<F32x16>(x); }
+HX_QUANT_INLINE float to_float(int32_t x) { return static_cast<float>(x); }
+HX_QUANT_INLINE F32x16 to_float(I32x16 x) { return __builtin_convertvector(x, F32x16); }
+HX_QUANT_INLINE int32_t to_int(float x) { return static_cast<int32_t>(x); }
+HX_QUANT_INLINE I32x16 to_int(F32x16 x) { return __builtin_convertvector(x, I32x16); }
+template <typename T>
+HX_QUANT_INLINE T where(bool mask, T a, T b) { return mask ? a : b; }
+template <typename T>
+HX_QUANT_INLINE T where(I32x16 mask, T a, T b) { return mask ? a : b; }
+template <typename F>
+HX_QUANT_INLINE F splat(float v) { return F{} + v; }  // float, or the vector of 16 copies
+template <typename I>
+HX_QUANT_INLINE I splat_int(int32_t v) { return I{} + v; }
+
+// x^p = 2^(p·log2 x) with log2 x = e + ln(m)/ln 2, m ∈ (√½, √2]: ln(m) = 2·atanh(t), t = (m−1)/(m+1), by its odd
+// series; p·e is split (head·e exact) so that the integer part n of the exponent is taken without error, and 2^g
+// for the remaining |g| ≲ 0.52 comes from e^(g·ln 2)'s Taylor series to degree 7. Float arithmetic without
+// branches, so the solver vectorises around it.
+template <typename F>
+HX_QUANT_INLINE F pow_kernel(F x, const PowConstants& k) {
+  using I = decltype(as_int(x));
+  const auto tiny = x < 0x1p-126f;  // zero and subnormals: scale into the normal range first
+  const F xs = where(tiny, x * 0x1p23f, x);
+  const I bits = as_int(xs);
+  I e = ((bits >> 23) & 0xff) - 127 - where(tiny, splat_int<I>(23), splat_int<I>(0));
+  F m = as_float((bits & 0x007fffff) | 0x3f800000);
+  const auto upper = m > 1.41421356f;
+  m = where(upper, m * 0.5f, m);
+  e = where(upper, e + 1, e);
+  const F f = m - 1.0f;  // exact
+  const F t = f / (2.0f + f);
+  const F t2 = t * t;
+  const F series = ((((t2 * (1.0f / 11) + 1.0f / 9) * t2 + 1.0f / 7) * t2 + 1.0f / 5) * t2 + 1.0f / 3) * t2;
+  const F ln_m = 2.0f * t + 2.0f * t * series;
+  const F ef = to_float(e);
+  const F head = k.p_head * ef;  // exact
+  const F rest = k.p_tail * ef + k.p_over_ln2 * ln_m;
+  const F n = round_half_even_small(head + rest);
+  const F g = (head - n) + rest;  // head − n exact
+  const F u = g * 0.69314718f;
+  const F poly =
+      ((((((u * (1.0f / 5040) + 1.0f / 720) * u + 1.0f / 120) * u + 1.0f / 24) * u + 1.0f / 6) * u + 0.5f) * u + 1.0f) * u + 1.0f;
+  const F two_n = as_float((to_int(n) + 127) << 23);
+  return where(x == 0.0f, splat<F>(std::numeric_limits<float>::infinity()), poly * two_n);
+}
+
+// ---- the solver, 16 lanes at a time ----
+
+HX_QUANT_INLINE F32x16 load16(const float* p) {
+  F32x16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+HX_QUANT_INLINE F32x16 abs16(F32x16 x) { return as_float(as_int(x) & 0x7fffffff); }
+
+// clamp(round_half_even(w·s' + z), 0, 15), clamping to [−1, 16] first: the same integer after the final clamp,
+// and within round_half_even_small's range.
+HX_QUANT_INLINE F32x16 quantize_codes16(F32x16 w, float multiplier, float zero) {
+  F32x16 v = w * multiplier + zero;
+  v = where(v < -1.0f, splat<F32x16>(-1.0f), v);
+  v = where(v > 16.0f, splat<F32x16>(16.0f), v);
+  const F32x16 q = round_half_even_small(v);
+  return where(q < 0.0f, splat<F32x16>(0.0f), where(q > 15.0f, splat<F32x16>(15.0f), q));
+}
+
+// One solver iteration over the groups of one row: updates `zero` in place, returns Σ|W − W_r| of the row.
+HX_QUANT_INLINE double row_iteration_kernel(const float* x, int64_t cols, int group_size, const float* multiplier,
+                                            float* zero, float beta_inverse, const PowConstants& k) {
+  double row_error = 0;
+  for (int64_t g = 0; g < cols / group_size; ++g) {
+    const float s = multiplier[g], z = zero[g];
+    const float* xg = x + g * group_size;
+    F32x16 error_lanes = {}, zero_lanes = {};
+    for (int j = 0; j < group_size; j += kLanes) {
+      const F32x16 w = load16(xg + j);
+      const F32x16 wq = quantize_codes16(w, s, z);
+      const F32x16 wr = (wq - z) / s;
+      const F32x16 d = w - wr;
+      const F32x16 ad = abs16(d);
+      F32x16 shrunk = ad - beta_inverse * pow_kernel(ad, k);
+      shrunk = where(shrunk > 0.0f, shrunk, splat<F32x16>(0.0f));
+      const F32x16 we = as_float(as_int(shrunk) | (as_int(d) & int32_t(0x80000000u)));  // sign(d)·relu(…)
+      error_lanes += ad;
+      zero_lanes += wq - (w - we) * s;
+    }
+    double error_sum = 0, zero_sum = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      error_sum += error_lanes[l];
+      zero_sum += zero_lanes[l];
+    }
+    zero[g] = static_cast<float>(zero_sum / group_size);
+    row_error += error_sum;
+  }
+  return row_error;
+}
+
+double row_iteration_generic(const float* x, int64_t cols, int gs, const float* mult, float* zero, float bi,
+                             const PowConstants& k) {
+  return row_iteration_kernel(x, cols, gs, mult, zero, bi, k);
+}
+HX_QUANT_AVX512 double row_iteration_avx512(const float* x, int64_t cols, int gs, const float* mult, float* zero,
+                                            float bi, const PowConstants& k) {
+  return row_iteration_kernel(x, cols, gs, mult, zero, bi, k);
+}
+
+struct GroupInit {
+  float multiplier, zero;
+};
+
+HX_QUANT_INLINE GroupInit init_group(float mn, float mx) {
+  mn += 0.0f;  // −0 → +0 (see hqq.h)
+  mx += 0.0f;
+  const float denom = mx - mn;
+  float s = (1.0f / denom) * 15.0f;
+  if (std::fabs(denom) <= 1e-4f) s = 1.0f;
+  s = std::min(s, 2e4f);
+  return {s, round_half_even(-mn * s) + 0.0f};
+}
+
+// ---- initialisation and encoding kernels ----
+
+// Min and max per group (16 lanes, then the lanes), and the initial parameters.
+HX_QUANT_INLINE void row_init_kernel(const float* x, int64_t cols, int group_size, float* multiplier, float* zero) {
+  for (int64_t g = 0; g < cols / group_size; ++g) {
+    const float* xg = x + g * group_size;
+    float mn[kLanes], mx[kLanes];
+    for (int l = 0; l < kLanes; ++l) mn[l] = mx[l] = xg[l];
+    for (int j = kLanes; j < group_size; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        mn[l] = xg[j + l] < mn[l] ? xg[j + l] : mn[l];
+        mx[l] = xg[j + l] > mx[l] ? xg[j + l] : mx[l];
+      }
+    }
+    float lo = mn[0], hi = mx[0];
+    for (int l = 1; l < kLanes; ++l) {
+      lo = std::min(lo, mn[l]);
+      hi = std::max(hi, mx[l]);
+    }
+    const GroupInit init = init_group(lo, hi);
+    multiplier[g] = init.multiplier;
+    zero[g] = init.zero;
+  }
+}
+
+void row_init_generic(const float* x, int64_t cols, int gs, float* mult, float* zero) {
+  row_init_kernel(x, cols, gs, mult, zero);
+}
+HX_QUANT_AVX512 void row_init_avx512(const float* x, int64_t cols, int gs, float* mult, float* zero) {
+  row_init_kernel(x, cols, gs, mult, zero);
+}
+
+HX_QUANT_INLINE void row_encode_kernel(const float* x, int64_t cols, int group_size, const float* multiplier,
+                                       const float* zero, const float* scale, uint8_t* codes, float* dequantized) {
+  for (int64_t g = 0; g < cols / group_size; ++g) {
+    const float s = multiplier[g], z = zero[g], inv = scale[g];
+    for (int j = 0; j < group_size; j += kLanes) {
+      const int64_t i = g * group_size + j;
+      const F32x16 q = quantize_codes16(load16(x + i), s, z);
+      const F32x16 deq = (q - z) * inv;
+      std::memcpy(dequantized + i, &deq, sizeof(deq));
+      const I32x16 qi = to_int(q);
+      for (int l = 0; l < kLanes; ++l) codes[i + l] = static_cast<uint8_t>(qi[l]);
+    }
+  }
+}
+
+void row_encode_generic(const float* x, int64_t cols, int gs, const float* mult, const float* zero, const float* scale,
+                        uint8_t* codes, float* deq) {
+  row_encode_kernel(x, cols, gs, mult, zero, scale, codes, deq);
+}
+HX_QUANT_AVX512 void row_encode_avx512(const float* x, int64_t cols, int gs, const float* mult, const float* zero,
+                                       const float* scale, uint8_t* codes, float* deq) {
+  row_encode_kernel(x, cols, gs, mult, zero, scale, codes, deq);
+}
+
+void check_group_size(const FloatRows& w, int group_size) {
+  if (!hqq_group_size_ok(group_size))
+    throw UsageError("int4 group size " + std::to_string(group_size) + " is not one of 32, 64, 128, 256");
+  if (w.cols() % group_size != 0)
+    throw UsageError(w.label() + ": int4 group size " + std::to_string(group_size) + " does not divide in = " +
+                     std::to_string(w.cols()));
+}
+
+HqqFit empty_fit(const FloatRows& w, int group_size) {
+  HqqFit fit;
+  fit.rows = w.rows();
+  fit.cols = w.cols();
+  fit.group_size = group_size;
+  const size_t groups = static_cast<size_t>(w.rows() * (w.cols() / group_size));
+  fit.multiplier.resize(groups);
+  fit.zero.resize(groups);
+  return fit;
+}
+
+void finish_fit(HqqFit* fit) {
+  fit->scale.resize(fit->multiplier.size());
+  for (size_t i = 0; i < fit->multiplier.size(); ++i) fit->scale[i] = 1.0f / fit->multiplier[i];
+}
+
+}  // namespace
+
+bool hqq_group_size_ok(int group_size) {
+  return group_size == 32 || group_size == 64 || group_size == 128 || group_size == 256;
+}
+
+float hqq_pow(float x, float exponent) { return pow_kernel(x, PowConstants(exponent)); }
+
+// ---- scalar reference: the tensor-wide steps of hqq, one group and one element at a time ----
+
+uint8_t hqq_encode_reference(float w, float multiplier, float zero) {
+  const float q = round_half_even(w * multiplier + zero);
+  return static_cast<uint8_t>(std::clamp(q, 0.0f, static_cast<float>(kHqqMaxCode)));
+}
+
+HqqFit hqq_fit_reference(const FloatRows& w, const HqqOptions& options) {
+  check_group_size(w, options.group_size);
+  const int gs = options.group_size;
+  HqqFit fit = empty_fit(w, gs);
+  const int64_t groups_per_row = w.cols() / gs;
+  std::vector<float> x(static_cast<size_t>(w.cols()));
+  auto group_values = [&](int64_t group) {  // W of one group (the row is re-read; this is the slow path)
+    w.read_row(group / groups_per_row, x.data());
+    return x.data() + (group % groups_per_row) * gs;
+  };
+  const int64_t groups = static_cast<int64_t>(fit.zero.size());
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* v = group_values(g);
+    finite_abs_max(v, gs, w, g / groups_per_row);
+    const GroupInit init = init_group(*std::min_element(v, v + gs), *std::max_element(v, v + gs));
+    fit.multiplier[static_cast<size_t>(g)] = init.multiplier;
+    fit.zero[static_cast<size_t>(g)] = init.zero;
+  }
+  if (options.optimize) {
+    const PowConstants k(static_cast<float>(options.lp_norm - 1.0));
+    double beta = options.beta, best = 1e4;
+    const double count = static_cast<double>(w.rows()) * static_cast<double>(w.cols());
+    for (int it = 0; it < options.max_iterations; ++it) {
+      const float beta_inverse = static_cast<float>(1.0 / beta);
+      double total = 0;
+      for (int64_t row = 0; row < w.rows(); ++row) {
+        double row_error = 0;
+        for (int64_t g = row * groups_per_row; g < (row + 1) * groups_per_row; ++g) {
+          const float* v = group_values(g);
+          const float s = fit.multiplier[static_cast<size_t>(g)], z = fit.zero[static_cast<size_t>(g)];
+          float error_lane[kLanes] = {}, zero_lane[kLanes] = {};
+          for (int j = 0; j < gs; ++j) {
+            // W_q, W_r, W_e and the mean's term, op by op as hqq writes them.
+            const float wq = std::clamp(round_half_even(v[j] * s + z), 0.0f, static_cast<float>(kHqqMaxCode));
+            const float wr = (wq - z) / s;
+            const float d = v[j] - wr;
+            const float shrunk = std::max(std::fabs(d) - beta_inverse * hqq_pow(std::fabs(d), k.p), 0.0f);
+            const float we = d > 0 ? shrunk : (d < 0 ? -shrunk : 0.0f);
+            error_lane[j % kLanes] += std::fabs(d);
+            zero_lane[j % kLanes] += wq - (v[j] - we) * s;
+          }
+          double error_sum = 0, zero_sum = 0;
+          for (int l = 0; l < kLanes; ++l) {
+            error_sum += error_lane[l];
+            zero_sum += zero_lane[l];
+          }
+          fit.zero[static_cast<size_t>(g)] = static_cast<float>(zero_sum / gs);
+          row_error += error_sum;
+        }
+        total += row_error;
+      }
+      beta *= options.kappa;
+      const double error = total / count;
+      fit.mean_abs_error.push_back(error);
+      ++fit.iterations;
+      if (error < best)
+        best = error;
+      else
+        break;  // after the update, as hqq's legacy solver does
+    }
+  }
+  finish_fit(&fit);
+  return fit;
+}
+
+void hqq_encode_rows_reference(const FloatRows& w, const HqqFit& fit, int64_t row_begin, int64_t row_end,
+                               uint8_t* codes) {
+  std::vector<float> x(static_cast<size_t>(w.cols()));
+  const int64_t groups_per_row = fit.groups_per_row();
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    w.read_row(r, x.data());
+    for (int64_t c = 0; c < w.cols(); ++c) {
+      const size_t g = static_cast<size_t>(r * groups_per_row + c / fit.group_size);
+      codes[(r - row_begin) * w.cols() + c] = hqq_encode_reference(x[static_cast<size_t>(c)], fit.multiplier[g], fit.zero[g]);
+    }
+  }
+}
+
+// ---- fast path ----
+
+HqqFit hqq_fit(const FloatRows& w, const HqqOptions& options) {
+  check_group_size(w, options.group_size);
+  const int gs = options.group_size;
+  HqqFit fit = empty_fit(w, gs);
+  const int64_t groups_per_row = w.cols() / gs;
+  const bool avx512 = quant_use_avx512();
+  for_each_row(w, 0, w.rows(), [&](int64_t r, const float* x, float*) {
+    finite_abs_max(x, w.cols(), w, r);
+    (avx512 ? row_init_avx512 : row_init_generic)(x, w.cols(), gs, &fit.multiplier[static_cast<size_t>(r * groups_per_row)],
+                                                  &fit.zero[static_cast<size_t>(r * groups_per_row)]);
+    return ErrorStats{};
+  });
+  if (options.optimize) {
+    const PowConstants k(static_cast<float>(options.lp_norm - 1.0));
+    double beta = options.beta, best = 1e4;
+    const double count = static_cast<double>(w.rows()) * static_cast<double>(w.cols());
+    std::vector<double> row_error(static_cast<size_t>(w.rows()));
+    for (int it = 0; it < options.max_iterations; ++it) {
+      const float beta_inverse = static_cast<float>(1.0 / beta);
+      for_each_row(w, 0, w.rows(), [&](int64_t r, const float* x, float*) {
+        const size_t first = static_cast<size_t>(r * groups_per_row);
+        row_error[static_cast<size_t>(r)] = (avx512 ? row_iteration_avx512 : row_iteration_generic)(
+            x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first], beta_inverse, k);
+        return ErrorStats{};
+      });
+      double total = 0;
+      for (double e : row_error) total += e;  // row order: independent of the thread count
+      beta *= options.kappa;
+      const double error = total / count;
+      fit.mean_abs_error.push_back(error);
+      ++fit.iterations;
+      if (error < best)
+        best = error;
+      else
+        break;
+    }
+  }
+  finish_fit(&fit);
+  return fit;
+}
+
+ErrorStats hqq_encode_rows(const FloatRows& w, const HqqFit& fit, int64_t row_begin, int64_t row_end, uint8_t* codes) {
+  const bool avx512 = quant_use_avx512();
+  const int64_t groups_per_row = fit.groups_per_row();
+  return for_each_row(w, row_begin, row_end, [&](int64_t r, const float* x, float* dequantized) {
+    const size_t first = static_cast<size_t>(r * groups_per_row);
+    (avx512 ? row_encode_avx512 : row_encode_generic)(x, w.cols(), fit.group_size, &fit.multiplier[first],
+                                                      &fit.zero[first], &fit.scale[first],
+                                                      codes + (r - row_begin) * w.cols(), dequantized);
+    return row_error(x, dequantized, w.cols());
+  });
+}
+
+// ---- packings ----
+
+void int4_pack_row(const uint8_t* codes, int64_t n, uint8_t* packed) {
+  for (int64_t j = 0; j < n / 2; ++j)
+    packed[j] = static_cast<uint8_t>((codes[2 * j] & 0x0f) | ((codes[2 * j + 1] & 0x0f) << 4));
+}
+
+void int4_unpack_row(const uint8_t* packed_row, int64_t col_begin, int64_t n, uint8_t* codes) {
+  const uint8_t* src = packed_row + col_begin / 2;
+  for (int64_t j = 0; j < n / 2; ++j) {
+    codes[2 * j] = src[j] & 0x0f;
+    codes[2 * j + 1] = src[j] >> 4;
+  }
+}
+
+void gemlite_pack_rows(const uint8_t* codes, int64_t row_begin, int64_t row_end, int64_t rows, int64_t cols,
+                       uint32_t* words) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* q = codes + (r - row_begin) * cols;
+    for (int64_t j = 0; j < cols / 8; ++j) {
+      uint32_t word = 0;
+      for (int i = 0; i < 8; ++i) word |= static_cast<uint32_t>(q[8 * j + i] & 0x0f) << (4 * i);
+      words[j * rows + r] = word;
+    }
+  }
+}
+
+uint8_t gemlite_code_at(const uint32_t* words, int64_t rows, int64_t r, int64_t c) {
+  return static_cast<uint8_t>((words[(c / 8) * rows + r] >> (4 * (c % 8))) & 0x0f);
+}
+
+uint16_t gemlite_scale_bits(float scale) { return f32_to_f16(scale); }
+uint16_t gemlite_offset_bits(float scale, float zero) { return f32_to_f16(-zero * scale); }
+
+}  // namespace hx

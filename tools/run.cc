@@ -1,0 +1,261 @@
+// hxforge run MODEL --tokens 1,2,3 [--tokens-file F] [--device cpu|cuda] [--compute f32|bf16] [--prefill N]
+//              [--dump-logits OUT.safetensors] [--top-k K] [--json]
+//
+// Runs the reference forward pass (verify/forward.h) straight from the mapped checkpoint and prints the top-k next
+// tokens of every position; --dump-logits writes the full logits (tensor `logits`, F32 [T, vocab]). --prefill N
+// runs the first N tokens in one call and the rest one call per token (the decode path), which is also how decode
+// speed is measured; timings are printed (text) or reported under "timing" (JSON).
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <sstream>
+#include <nlohmann/json.hpp>
+
+#include "formats/checkpoint.h"
+#include "formats/errors.h"
+#include "formats/parallel.h"
+#include "formats/safetensors.h"
+#include "tools/cli.h"
+#include "verify/forward.h"
+
+namespace hx::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void declare(po::options_description& options, po::positional_options_description& positional) {
+  options.add_options()
+      ("model", po::value<std::string>()->required(), "checkpoint: .safetensors, model folder, or .pth/.pt/.bin")
+      ("tokens", po::value<std::string>(), "token ids, comma-separated (e.g. 2,449,251)")
+      ("tokens-file", po::value<std::string>(), "a text file of token ids separated by commas, spaces or newlines")
+      ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda")
+      ("compute", po::value<std::string>()->default_value("f32"),
+       "f32 (reference: f32 activations and products) or bf16 (fast: bf16 products, f32 sums and small ops)")
+      ("prefill", po::value<int64_t>(), "run the first N tokens in one call, then one call per token (decode)")
+      ("dump-logits", po::value<std::string>(), "write the logits to this .safetensors file (tensor 'logits', F32 [T, vocab])")
+      ("top-k", po::value<int>()->default_value(5), "print the K most likely next tokens of every position (0: none)")
+      ("json", "print JSON instead of a table")
+      ("force", "replace the --dump-logits file if it exists");
+  positional.add("model", 1);
+}
+
+// Ids separated by commas and/or whitespace. A piece that is not an integer throws via `fail`.
+template <typename Fail>
+std::vector<int64_t> parse_token_list(const std::string& text, Fail fail) {
+  std::vector<int64_t> ids;
+  std::string piece;
+  std::istringstream in(text);
+  auto flush = [&] {
+    if (piece.empty()) return;
+    int64_t value = 0;
+    const char* end = piece.data() + piece.size();
+    const auto [ptr, ec] = std::from_chars(piece.data(), end, value);
+    if (ec != std::errc() || ptr != end) fail("'" + piece + "' (item " + std::to_string(ids.size()) + ") is not an integer token id");
+    ids.push_back(value);
+    piece.clear();
+  };
+  for (char c : text) {
+    if (c == ',' || std::isspace(static_cast<unsigned char>(c))) {
+      flush();
+    } else {
+      piece += c;
+    }
+  }
+  flush();
+  return ids;
+}
+
+std::vector<int64_t> read_tokens(const po::variables_map& args) {
+  const bool inline_ids = args.count("tokens") > 0, from_file = args.count("tokens-file") > 0;
+  if (inline_ids == from_file) throw UsageError("give the token ids with exactly one of --tokens and --tokens-file");
+  std::vector<int64_t> ids;
+  if (inline_ids) {
+    ids = parse_token_list(args["tokens"].as<std::string>(),
+                           [](const std::string& why) -> void { throw UsageError("--tokens: " + why); });
+  } else {
+    const std::string path = args["tokens-file"].as<std::string>();
+    std::ifstream f(path);
+    if (!f) throw IoError(in_file(path, "cannot open the token file: " + errno_text(errno)));
+    std::stringstream text;
+    text << f.rdbuf();
+    ids = parse_token_list(text.str(), [&](const std::string& why) -> void { throw FormatError(in_file(path, why)); });
+  }
+  if (ids.empty()) throw UsageError("no token ids given");
+  return ids;
+}
+
+ComputeMode parse_compute(const std::string& name) {
+  if (name == "f32") return ComputeMode::kF32;
+  if (name == "bf16") return ComputeMode::kBF16;
+  throw UsageError("--compute '" + name + "' is not f32 or bf16");
+}
+
+struct Candidate {
+  int64_t token;
+  float logit;
+  double prob;
+};
+
+// The k largest logits of a row (ties: lower id first) with their softmax probabilities.
+std::vector<Candidate> top_k(std::span<const float> logits, int k) {
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v) - max_logit);
+  std::vector<int64_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  const size_t keep = std::min(order.size(), static_cast<size_t>(std::max(k, 0)));
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(),
+                    [&](int64_t a, int64_t b) {
+                      const float la = logits[static_cast<size_t>(a)], lb = logits[static_cast<size_t>(b)];
+                      return la != lb ? la > lb : a < b;
+                    });
+  std::vector<Candidate> out;
+  for (size_t i = 0; i < keep; ++i) {
+    const float logit = logits[static_cast<size_t>(order[i])];
+    out.push_back({order[i], logit, std::exp(static_cast<double>(logit) - max_logit) / sum});
+  }
+  return out;
+}
+
+void dump_logits(const std::string& path, const std::vector<float>& logits, int64_t tokens, int64_t vocab,
+                 const std::string& model, ComputeMode mode, bool overwrite) {
+  std::vector<TensorSpec> specs{{"logits", DType::kF32, {tokens, vocab}}};
+  SafetensorsWriteOptions options;
+  options.overwrite = overwrite;
+  options.metadata = {{"model", model}, {"compute", compute_mode_name(mode)}, {"producer", "hxforge run"}};
+  write_safetensors(path, specs, [&](size_t, const ByteSink& sink) {
+    sink(std::as_bytes(std::span<const float>(logits)));
+  }, options);
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+int run(const po::variables_map& args) {
+  const std::string model_path = args["model"].as<std::string>();
+  const std::string device = args["device"].as<std::string>();
+  if (device == "cuda") {
+    throw UnsupportedError("--device cuda: the CUDA forward pass is not built yet (verify/cuda/ has no kernels); "
+                           "use --device cpu");
+  }
+  if (device != "cpu") throw UsageError("--device '" + device + "' is not cpu or cuda");
+  const ComputeMode mode = parse_compute(args["compute"].as<std::string>());
+  const int k = args["top-k"].as<int>();
+  if (k < 0) throw UsageError("--top-k must be ≥ 0, got " + std::to_string(k));
+  const std::vector<int64_t> tokens = read_tokens(args);
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  int64_t prefill = T;
+  if (args.count("prefill")) {
+    prefill = args["prefill"].as<int64_t>();
+    if (prefill < 1 || prefill > T)
+      throw UsageError("--prefill must lie in [1, " + std::to_string(T) + "] (the token count), got " +
+                       std::to_string(prefill));
+  }
+
+  const auto load_start = Clock::now();
+  const Checkpoint checkpoint = open_checkpoint(model_path);
+  const Model model(checkpoint);
+  const double load_seconds = seconds_since(load_start);
+  check_token_ids(tokens, model.vocab_size());
+
+  ForwardState state = model.new_state();
+  ForwardOptions options;
+  options.compute = mode;
+  const int64_t V = model.vocab_size();
+  std::vector<float> logits;
+  logits.reserve(static_cast<size_t>(T * V));
+  const std::span<const int64_t> all(tokens);
+
+  const auto prefill_start = Clock::now();
+  ForwardResult first = model.forward(all.first(static_cast<size_t>(prefill)), state, options);
+  const double prefill_seconds = seconds_since(prefill_start);
+  logits.insert(logits.end(), first.logits.begin(), first.logits.end());
+  const auto decode_start = Clock::now();
+  for (int64_t t = prefill; t < T; ++t) {
+    ForwardResult step = model.forward(all.subspan(static_cast<size_t>(t), 1), state, options);
+    logits.insert(logits.end(), step.logits.begin(), step.logits.end());
+  }
+  const double decode_seconds = seconds_since(decode_start);
+  const int64_t decoded = T - prefill;
+
+  if (args.count("dump-logits")) {
+    dump_logits(args["dump-logits"].as<std::string>(), logits, T, V, model_path, mode, args.count("force") > 0);
+  }
+
+  const std::span<const float> all_logits(logits);
+  auto row = [&](int64_t t) { return all_logits.subspan(static_cast<size_t>(t * V), static_cast<size_t>(V)); };
+  if (args.count("json")) {
+    nlohmann::json out;
+    out["model"] = model_path;
+    out["architecture"] = model.architecture();
+    out["device"] = device;
+    out["compute"] = compute_mode_name(mode);
+    out["vocab_size"] = V;
+    out["tokens"] = tokens;
+    nlohmann::json positions = nlohmann::json::array();
+    for (int64_t t = 0; t < T && k > 0; ++t) {
+      nlohmann::json top = nlohmann::json::array();
+      for (const Candidate& c : top_k(row(t), k))
+        top.push_back({{"token", c.token}, {"logit", c.logit}, {"prob", c.prob}});
+      positions.push_back({{"position", t}, {"token", tokens[static_cast<size_t>(t)]}, {"top_k", top}});
+    }
+    out["positions"] = positions;
+    out["timing"] = {{"threads", max_threads()},
+                     {"load_seconds", load_seconds},
+                     {"prefill_tokens", prefill},
+                     {"prefill_seconds", prefill_seconds},
+                     {"decode_tokens", decoded},
+                     {"decode_seconds", decode_seconds}};
+    out["memory"] = {{"mapped_weight_bytes", model.mapped_weight_bytes()},
+                     {"owned_weight_bytes", model.owned_weight_bytes()}};
+    std::cout << out.dump(1) << "\n";
+    return 0;
+  }
+
+  std::printf("%s: %s, %d layers, vocab %lld, %lld tokens, %s compute on cpu\n", model_path.c_str(),
+              model.architecture().c_str(), model.num_layers(), static_cast<long long>(V), static_cast<long long>(T),
+              compute_mode_name(mode));
+  if (k > 0) {
+    std::printf("%5s %8s  top-%d next tokens (id: logit, probability)\n", "pos", "token", k);
+    for (int64_t t = 0; t < T; ++t) {
+      std::string line;
+      for (const Candidate& c : top_k(row(t), k)) {
+        char cell[96];
+        std::snprintf(cell, sizeof cell, "  %lld: %.4f %.4f", static_cast<long long>(c.token), c.logit, c.prob);
+        line += cell;
+      }
+      std::printf("%5lld %8lld %s\n", static_cast<long long>(t), static_cast<long long>(tokens[static_cast<size_t>(t)]),
+                  line.c_str());
+    }
+  }
+  if (!quiet(args)) {
+    std::printf("prefill: %lld tokens in %.3f s (%.1f tokens/s)", static_cast<long long>(prefill), prefill_seconds,
+                static_cast<double>(prefill) / std::max(prefill_seconds, 1e-9));
+    if (decoded > 0) {
+      std::printf("; decode: %lld tokens in %.3f s (%.2f tokens/s)", static_cast<long long>(decoded), decode_seconds,
+                  static_cast<double>(decoded) / std::max(decode_seconds, 1e-9));
+    }
+    std::printf("; %d threads\n", max_threads());
+  }
+  return 0;
+}
+
+}  // namespace
+
+const Subcommand kRun = {
+    "run",
+    "run MODEL --tokens 1,2,3 [--tokens-file F] [--device cpu|cuda] [--compute f32|bf16] [--prefill N] "
+    "[--dump-logits OUT.safetensors] [--top-k K] [--json]",
+    "run the reference forward pass over token ids: top-k next tokens per position, logits to a file",
+    "hxforge run /tmp/llama-tiny --tokens 1,402,392 --top-k 3", declare, run};
+
+}  // namespace hx::cli

@@ -1,0 +1,376 @@
+// Model: loading the planned tensors from the mapped checkpoint, and the forward loop (embedding, layers, final
+// norm, head, softcap) around the blocks of attention_block.cc, rwkv_block.cc and gemma_block.cc.
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "formats/errors.h"
+#include "formats/float_convert.h"
+#include "formats/parallel.h"
+#include "verify/forward_internal.h"
+#include "verify/model_weights.h"
+
+namespace hx {
+namespace {
+
+// Loads what a plan names, counting bytes viewed in place and bytes copied.
+class Loader {
+ public:
+  Loader(const Checkpoint& checkpoint, Model::Impl& model) : checkpoint_(checkpoint), model_(model) {}
+
+  std::unique_ptr<WeightMatrix> matrix(const TensorRef& ref, WeightLayout layout = WeightLayout::kOutIn) {
+    if (!ref.used()) return nullptr;
+    auto w = make_weight(checkpoint_, ref.name, layout, ref.shape);
+    if (const NamedTensor* t = checkpoint_.find(ref.name)) model_.mapped_bytes += t->view.nbytes();
+    return w;
+  }
+  std::vector<float> vector(const TensorRef& ref) {
+    if (!ref.used()) return {};
+    std::vector<float> v = load_vector_f32(checkpoint_, ref.name, ref.shape);
+    model_.owned_bytes += v.size() * sizeof(float);
+    return v;
+  }
+
+ private:
+  const Checkpoint& checkpoint_;
+  Model::Impl& model_;
+};
+
+std::vector<float> inv_freq_of(const RopePlan& rope) {
+  if (!rope.enabled) return {};
+  RopeParams params;
+  params.type = rope.proportional ? RopeType::kProportional : RopeType::kDefault;
+  params.theta = rope.theta;
+  params.head_dim = rope.head_dim;
+  params.partial_rotary_factor = rope.partial_rotary_factor;
+  return rope_inv_freq(params);
+}
+
+void load_attention(Loader& load, const AttentionPlan& p, AttentionWeights& w) {
+  w.q = load.matrix(p.q);
+  w.k = load.matrix(p.k);
+  w.v = load.matrix(p.v);
+  w.o = load.matrix(p.o);
+  w.gate_down = load.matrix(p.gate_down, WeightLayout::kInOut);
+  w.gate_up = load.matrix(p.gate_up, WeightLayout::kInOut);
+  w.q_norm = load.vector(p.q_norm);
+  w.k_norm = load.vector(p.k_norm);
+  w.q_bias = load.vector(p.q_bias);
+  w.k_bias = load.vector(p.k_bias);
+  w.v_bias = load.vector(p.v_bias);
+  w.o_bias = load.vector(p.o_bias);
+  w.rope_inv_freq = inv_freq_of(p.rope);
+}
+
+void load_rwkv(Loader& load, const RwkvPlan& p, RwkvWeights& w) {
+  w.r = load.matrix(p.r);
+  w.k = load.matrix(p.k);
+  w.v = load.matrix(p.v);
+  w.o = load.matrix(p.o);
+  const auto lora = [&](const TensorRef& ref) { return load.matrix(ref, WeightLayout::kInOut); };
+  w.w1 = lora(p.w1), w.w2 = lora(p.w2);
+  w.a1 = lora(p.a1), w.a2 = lora(p.a2);
+  w.v1 = lora(p.v1), w.v2 = lora(p.v2);
+  w.k1 = lora(p.k1), w.k2 = lora(p.k2);
+  w.g1 = lora(p.g1), w.g2 = lora(p.g2);
+  w.r_bias = load.vector(p.r_bias);
+  w.k_bias = load.vector(p.k_bias);
+  w.v_bias = load.vector(p.v_bias);
+  w.r_norm = load.vector(p.r_norm);
+  w.k_norm = load.vector(p.k_norm);
+  w.w0 = load.vector(p.w0);
+  w.a0 = load.vector(p.a0);
+  w.v0 = load.vector(p.v0);
+  w.k0 = load.vector(p.k0);
+  w.r_k = load.vector(p.r_k);
+  w.rope_inv_freq = inv_freq_of(p.rope);
+}
+
+std::unique_ptr<Model::Impl> load_model(const Checkpoint& checkpoint, ModelPlan plan) {
+  auto model = std::make_unique<Model::Impl>();
+  model->plan = std::move(plan);
+  const ModelPlan& p = model->plan;
+  std::set<const void*> seen;
+  for (const NamedTensor& t : checkpoint.tensors) {
+    if (t.view.storage.owner && seen.insert(t.view.storage.owner.get()).second) {
+      model->storage_owners.push_back(t.view.storage.owner);
+    }
+  }
+  Loader load(checkpoint, *model);
+  model->embedding = load.matrix(p.embedding);
+  if (p.head.name != p.embedding.name) model->head = load.matrix(p.head);
+  model->final_norm = load.vector(p.final_norm);
+  model->ple_table = load.matrix(p.ple_table);
+  model->ple_model_projection = load.matrix(p.ple_model_projection);
+  model->ple_projection_norm = load.vector(p.ple_projection_norm);
+  model->layers.resize(p.layers.size());
+  for (size_t i = 0; i < p.layers.size(); ++i) {
+    const LayerPlan& lp = p.layers[i];
+    LayerWeights& w = model->layers[i];
+    if (lp.mixer != MixerKind::kRwkv) load_attention(load, lp.attention, w.attention);
+    if (lp.mixer != MixerKind::kAttention) load_rwkv(load, lp.rwkv, w.rwkv);
+    w.input_norm = load.vector(lp.input_norm);
+    w.attention_out_norm = load.vector(lp.attention_out_norm);
+    w.ffn_in_norm = load.vector(lp.ffn_in_norm);
+    w.ffn_out_norm = load.vector(lp.ffn_out_norm);
+    w.mlp_gate = load.matrix(lp.mlp_gate);
+    w.mlp_up = load.matrix(lp.mlp_up);
+    w.mlp_down = load.matrix(lp.mlp_down);
+    w.ple_gate = load.matrix(lp.ple_gate);
+    w.ple_projection = load.matrix(lp.ple_projection);
+    w.ple_norm = load.vector(lp.ple_norm);
+    if (lp.layer_scalar.used()) {
+      w.layer_scalar = load.vector(lp.layer_scalar).at(0);
+      w.has_layer_scalar = true;
+    }
+  }
+  return model;
+}
+
+// The value a run in `mode` holds for a scalar the model keeps in its own dtype (Gemma's embed_scale buffer:
+// transformers multiplies by embed_scale.to(weight.dtype), so √1536 is 39.25 in a bf16 run, 39.1918… in f32).
+float in_model_dtype(double value, ComputeMode mode) {
+  return mode == ComputeMode::kBF16 ? bf16_to_f32(f32_to_bf16(static_cast<float>(value))) : static_cast<float>(value);
+}
+
+// The MLP: down(act(gate(x)) ⊙ up(x)), SwiGLU or GeGLU-tanh.
+void mlp_block(const LayerPlan& lp, const LayerWeights& w, const StepContext& ctx, const float* x, float* out) {
+  const int64_t T = ctx.tokens, width = lp.intermediate_size;
+  Buffer gate = ctx.take(T * width), up = ctx.take(T * width);
+  project(ctx, x, *w.mlp_gate, gate.data());
+  project(ctx, x, *w.mlp_up, up.data());
+  const GluActivation act = ctx.plan->gelu_tanh ? GluActivation::kGeluTanh : GluActivation::kSilu;
+  for_each_token(ctx, [&](int64_t t) {
+    glu(act, gate.data() + t * width, up.data() + t * width, gate.data() + t * width, width);
+  });
+  project(ctx, gate.data(), *w.mlp_down, out);
+}
+
+void add_rows(const StepContext& ctx, float* h, const float* delta, int64_t dim) {
+  for_each_token(ctx, [&](int64_t t) {
+    float* row = h + t * dim;
+    const float* d = delta + t * dim;
+    for (int64_t i = 0; i < dim; ++i) row[i] = row[i] + d[i];
+  });
+}
+
+// One decoder layer on the residual stream h [T, D] (teachers.md §2 / §4, hybrid-arch.md §1.1, hxa07i.md).
+void run_layer(const Model::Impl& model, int layer, StepContext& ctx, const RopeTable* rope,
+               std::vector<LayerState>& states, const float* per_layer_inputs, float* h) {
+  const LayerPlan& lp = model.plan.layers[static_cast<size_t>(layer)];
+  const LayerWeights& w = model.layers[static_cast<size_t>(layer)];
+  const int64_t T = ctx.tokens, D = model.plan.hidden_size;
+  Buffer x = ctx.take(T * D), mix = ctx.take(T * D);
+
+  rms_norm_rows(ctx, h, x.data(), T, D, w.input_norm);
+  LayerState& own = states[static_cast<size_t>(layer)];
+  switch (lp.mixer) {
+    case MixerKind::kAttention: {
+      const int source = lp.attention.kv_source;
+      const LayerState& cache = source >= 0 ? states.at(static_cast<size_t>(source)) : own;
+      attention_mixer(lp.attention, w.attention, ctx, x.data(), rope, own, cache, mix.data(), false);
+      break;
+    }
+    case MixerKind::kRwkv:
+      rwkv_mixer(lp.rwkv, w.rwkv, ctx, x.data(), rope, own, mix.data());
+      break;
+    case MixerKind::kRwkvTica:  // mix = RWKV7(h) + TICA(h)
+      rwkv_mixer(lp.rwkv, w.rwkv, ctx, x.data(), rope, own, mix.data());
+      attention_mixer(lp.attention, w.attention, ctx, x.data(), nullptr, own, own, mix.data(), true);
+      break;
+  }
+  if (!w.attention_out_norm.empty()) rms_norm_rows(ctx, mix.data(), mix.data(), T, D, w.attention_out_norm);
+  add_rows(ctx, h, mix.data(), D);
+
+  rms_norm_rows(ctx, h, x.data(), T, D, w.ffn_in_norm);
+  mlp_block(lp, w, ctx, x.data(), mix.data());
+  if (!w.ffn_out_norm.empty()) rms_norm_rows(ctx, mix.data(), mix.data(), T, D, w.ffn_out_norm);
+  add_rows(ctx, h, mix.data(), D);
+
+  if (w.ple_gate) gemma_per_layer_block(w, ctx, layer, per_layer_inputs, h);
+  if (w.has_layer_scalar) {  // the whole residual stream, after the PLE block (teachers.md §6.6)
+    const float s = w.layer_scalar;
+    for_each_token(ctx, [&](int64_t t) {
+      for (int64_t i = 0; i < D; ++i) h[t * D + i] = h[t * D + i] * s;
+    });
+  }
+}
+
+// The RoPE table of one layer's rotation for this call's positions, shared between layers that rotate alike.
+class RopeTables {
+ public:
+  RopeTables(std::span<const int64_t> positions) : positions_(positions) {}
+  const RopeTable* get(const RopePlan& plan, const std::vector<float>& inv_freq) {
+    if (!plan.enabled) return nullptr;
+    for (auto& [key, table] : tables_) {
+      if (key == plan) return table.get();
+    }
+    tables_.emplace_back(plan, std::make_unique<RopeTable>(rope_table(inv_freq, positions_, DType::kF32)));
+    return tables_.back().second.get();
+  }
+
+ private:
+  std::span<const int64_t> positions_;
+  std::vector<std::pair<RopePlan, std::unique_ptr<RopeTable>>> tables_;
+};
+
+}  // namespace
+
+// ---- helpers shared with the block files ----
+
+void project(const StepContext& ctx, const float* x, const WeightMatrix& w, float* y, const std::vector<float>* bias,
+             bool accumulate) {
+  MatmulOptions options = ctx.matmul;
+  if (bias && !bias->empty()) {
+    if (accumulate) {  // the bias belongs to this product, not to what y already holds
+      Buffer product = ctx.take(ctx.tokens * w.rows());
+      matmul(x, ctx.tokens, w, product.data(), options);
+      add_bias(product.data(), ctx.tokens, w.rows(), bias->data());
+      for (size_t i = 0; i < product.size(); ++i) y[i] += product[i];
+      return;
+    }
+    matmul(x, ctx.tokens, w, y, options);
+    add_bias(y, ctx.tokens, w.rows(), bias->data());
+    return;
+  }
+  options.accumulate = accumulate;
+  matmul(x, ctx.tokens, w, y, options);
+}
+
+void rms_norm_rows(const StepContext& ctx, const float* x, float* y, int64_t rows, int64_t dim,
+                   const std::vector<float>& weight) {
+  RmsNormParams params = ctx.norm;
+  params.weight = weight.empty() ? nullptr : weight.data();
+  if (!weight.empty() && static_cast<int64_t>(weight.size()) != dim) {
+    throw FormatError(in_file(ctx.plan->source, "RMSNorm weight of " + std::to_string(weight.size()) +
+                                                    " values for rows of " + std::to_string(dim)));
+  }
+  rms_norm(x, y, rows, dim, params);
+}
+
+void for_each_token(const StepContext& ctx, const std::function<void(int64_t)>& f) {
+  constexpr int64_t kTokenGrain = 8;  // below this, waking the team costs more than the rows
+  parallel_for(0, ctx.tokens, kTokenGrain, f);
+}
+
+// ---- Model ----
+
+const char* compute_mode_name(ComputeMode mode) { return mode == ComputeMode::kBF16 ? "bf16" : "f32"; }
+
+void check_token_ids(std::span<const int64_t> tokens, int64_t vocab_size) {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab_size) {
+      throw FormatError("token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                        " is outside the vocabulary [0, " + std::to_string(vocab_size) + ")");
+    }
+  }
+}
+
+void ForwardState::reset() {
+  position_ = 0;
+  for (LayerState& l : layers_) {
+    l.keys.clear();
+    l.values.clear();
+    std::fill(l.wkv.begin(), l.wkv.end(), 0.0f);
+  }
+}
+
+Model::Model(const Checkpoint& checkpoint) : impl_(load_model(checkpoint, plan_model(checkpoint))) {}
+Model::Model(const Checkpoint& checkpoint, const ModelConfig& config)
+    : impl_(load_model(checkpoint, plan_model(checkpoint, config))) {}
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+
+const std::string& Model::architecture() const { return impl_->plan.architecture; }
+int64_t Model::vocab_size() const { return impl_->plan.vocab_size; }
+int64_t Model::hidden_size() const { return impl_->plan.hidden_size; }
+int Model::num_layers() const { return impl_->plan.num_layers(); }
+const ModelPlan& Model::plan() const { return impl_->plan; }
+uint64_t Model::mapped_weight_bytes() const { return impl_->mapped_bytes; }
+uint64_t Model::owned_weight_bytes() const { return impl_->owned_bytes; }
+
+ForwardState Model::new_state() const {
+  ForwardState state;
+  state.layers_.resize(impl_->plan.layers.size());
+  for (size_t i = 0; i < impl_->plan.layers.size(); ++i) {
+    const LayerPlan& lp = impl_->plan.layers[i];
+    if (lp.mixer != MixerKind::kAttention) {
+      state.layers_[i].wkv.assign(static_cast<size_t>(lp.rwkv.heads * lp.rwkv.head_dim * lp.rwkv.head_dim), 0.0f);
+    }
+  }
+  return state;
+}
+
+ForwardResult Model::forward(std::span<const int64_t> tokens, ForwardState& state, const ForwardOptions& options) const {
+  const Impl& m = *impl_;
+  const ModelPlan& plan = m.plan;
+  if (state.num_layers() != plan.num_layers()) {
+    throw UsageError("forward: the state has " + std::to_string(state.num_layers()) + " layers, the model " +
+                     std::to_string(plan.num_layers()) + " (use Model::new_state())");
+  }
+  check_token_ids(tokens, plan.vocab_size);
+  const int64_t T = static_cast<int64_t>(tokens.size()), D = plan.hidden_size, L = plan.num_layers();
+
+  ForwardResult result;
+  result.tokens = T;
+  result.vocab_size = plan.vocab_size;
+  if (T == 0) return result;
+
+  ScratchPool scratch;
+  StepContext ctx;
+  ctx.plan = &plan;
+  ctx.scratch = &scratch;
+  ctx.tokens = T;
+  ctx.position = state.position();
+  ctx.matmul.compute = options.compute == ComputeMode::kBF16 ? MatmulCompute::kBF16 : MatmulCompute::kF32;
+  ctx.norm.style = plan.norm_weight_after_downcast ? RmsNormStyle::kLlama : RmsNormStyle::kGemma;
+  ctx.norm.eps = static_cast<float>(plan.rms_norm_eps);
+  ctx.norm.activation = DType::kF32;
+
+  // Embedding, times the scale the model holds in its own dtype.
+  std::vector<float> h(static_cast<size_t>(T * D));
+  const float embed_scale = in_model_dtype(plan.embed_scale, options.compute);
+  for_each_token(ctx, [&](int64_t t) {
+    float* row = h.data() + t * D;
+    m.embedding->decode_f32(tokens[static_cast<size_t>(t)], tokens[static_cast<size_t>(t)] + 1, 0, D, row, D);
+    if (embed_scale != 1.0f) {
+      for (int64_t i = 0; i < D; ++i) row[i] = row[i] * embed_scale;
+    }
+  });
+  if (options.collect_hidden) result.hidden.push_back(h);
+
+  std::vector<float> per_layer_inputs;
+  if (plan.has_ple()) {
+    per_layer_inputs.resize(static_cast<size_t>(T * L * plan.ple_dim));
+    gemma_per_layer_inputs(m, ctx, tokens, h.data(), per_layer_inputs.data());
+    if (options.collect_ple_inputs) result.ple_inputs = per_layer_inputs;
+  }
+
+  std::vector<int64_t> positions(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) positions[static_cast<size_t>(t)] = ctx.position + t;
+  RopeTables rope_tables(positions);
+
+  for (int layer = 0; layer < L; ++layer) {
+    const LayerPlan& lp = plan.layers[static_cast<size_t>(layer)];
+    const LayerWeights& w = m.layers[static_cast<size_t>(layer)];
+    const RopeTable* rope = lp.mixer == MixerKind::kAttention ? rope_tables.get(lp.attention.rope, w.attention.rope_inv_freq)
+                                                              : rope_tables.get(lp.rwkv.rope, w.rwkv.rope_inv_freq);
+    run_layer(m, layer, ctx, rope, state.layers_, per_layer_inputs.data(), h.data());
+    if (options.collect_hidden && layer + 1 < L) result.hidden.push_back(h);
+  }
+  if (options.collect_hidden) result.final_norm_input = h;
+
+  rms_norm_rows(ctx, h.data(), h.data(), T, D, m.final_norm);
+  if (options.collect_hidden) result.hidden.push_back(h);
+
+  result.logits.resize(static_cast<size_t>(T * plan.vocab_size));
+  project(ctx, h.data(), m.head_matrix(), result.logits.data());
+  if (plan.final_logit_softcap > 0) softcap(result.logits, static_cast<float>(plan.final_logit_softcap));
+  state.position_ += T;
+  return result;
+}
+
+}  // namespace hx
