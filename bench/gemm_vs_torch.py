@@ -4,11 +4,12 @@
 Prints one table row per shape y[T, N] = x[T, K] · W[N, K]ᵀ:
   * ours f32   — MatmulCompute::kF32 with bf16 weights decoded on the fly (the checkpoints' dtype), GFLOP/s and the
                  share of the machine's f32 FMA peak (BM_FmaPeak: 16 independent vfmadd231ps zmm chains per thread);
-  * torch f32  — torch.matmul of float32 tensors (Debian's torch uses its generic BLAS here: slow, for scale only);
+  * torch f32  — torch.matmul of float32 tensors (Debian's torch 1.13 uses a generic BLAS here: slow, for scale);
   * ours bf16  — MatmulCompute::kBF16 (vdpbf16ps), bf16 weights, and its share of the vdpbf16ps peak;
-  * torch bf16 — torch.matmul of bfloat16 tensors (oneDNN), and ours / torch.
-The machine may be shared: every number is the best of --rounds rounds, and each round times ours and torch's back to
-back, so a disturbance hits both. GFLOP/s counts 2·T·K·N.
+  * torch bf16 — torch.matmul of bfloat16 tensors (oneDNN), and the ratio ours / torch.
+GFLOP/s counts 2·T·K·N. Two tables: wall-clock, and CPU-normalised = flops · threads / process CPU seconds, which
+stays meaningful when other processes share the cores (it equals the wall figure on an idle machine, minus OpenMP
+spin-waiting). Every number is the best of --rounds rounds; each round times ours and torch's back to back.
 
 usage: bench/gemm_vs_torch.py --bench build/bench/kernels_bench [--threads 2] [--rounds 3] [--no-torch-f32]
 """
@@ -25,30 +26,37 @@ SHAPES = [(256, 4096, 4096), (1, 4096, 4096), (256, 1536, 6144), (256, 6144, 153
 
 
 def run_bench(binary, threads, pattern, min_time):
+    """{name prefix: (wall GFLOP/s, CPU-normalised GFLOP/s)} of the benchmarks matching `pattern`."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     out = subprocess.run([binary, "--benchmark_filter=" + pattern, "--benchmark_format=json",
                           "--benchmark_min_time=%g" % min_time], env=env, check=True, capture_output=True, text=True)
-    return {b["name"]: b for b in json.loads(out.stdout)["benchmarks"]}
+    results = {}
+    for b in json.loads(out.stdout)["benchmarks"]:
+        wall = b["GFLOP/s"]
+        cpu = wall * b["real_time"] / b["cpu_time"] * threads  # same flops over CPU seconds, × threads
+        results[b["name"].split("/process_time")[0]] = (wall, cpu)
+    return results
 
 
 def ours(binary, threads, t, k, n, bf16, min_time):
-    name = "BM_Matmul/T:%d/K:%d/N:%d/wdtype:1/bf16:%d/avx512:1/real_time" % (t, k, n, bf16)
-    result = run_bench(binary, threads, "^" + name + "$", min_time)
-    return result[name]["GFLOP/s"] if name in result else float("nan")
+    name = "BM_Matmul/T:%d/K:%d/N:%d/wdtype:1/bf16:%d/avx512:1" % (t, k, n, bf16)
+    return run_bench(binary, threads, "^" + name + "/", min_time).get(name, (float("nan"), float("nan")))
 
 
-def torch_gflops(t, k, n, dtype, min_seconds):
+def torch_gflops(t, k, n, dtype, threads, min_seconds):
     x = torch.randn(t, k).to(dtype)
     w = torch.randn(n, k).to(dtype)
     torch.matmul(x, w.t())
-    best, start = float("inf"), time.perf_counter()
+    best_wall, best_cpu, start = float("inf"), float("inf"), time.perf_counter()
     while True:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         torch.matmul(x, w.t())
-        best = min(best, time.perf_counter() - t0)
+        best_wall = min(best_wall, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
         if time.perf_counter() - start > min_seconds:
             break
-    return 2.0 * t * k * n / best / 1e9
+    flops = 2.0 * t * k * n / 1e9
+    return flops / best_wall, flops / best_cpu * threads
 
 
 def main():
@@ -61,28 +69,40 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    peaks = run_bench(args.bench, args.threads, "BM_FmaPeak|BM_Bf16DotPeak", 0.5)
-    fma_peak = peaks["BM_FmaPeak/real_time"]["GFLOP/s"]
-    dot_peak = peaks["BM_Bf16DotPeak/real_time"]["GFLOP/s"]
-    print("threads %d; f32 FMA peak %.0f GFLOP/s; vdpbf16ps peak %.0f GFLOP/s; torch %s" %
-          (args.threads, fma_peak, dot_peak, torch.__version__))
-    header = "%-20s %18s %10s %18s %10s %8s" % ("T x K x N", "ours f32", "torch f32", "ours bf16", "torch bf16",
-                                               "bf16 ratio")
-    print(header)
-    print("-" * len(header))
+    peaks = {"fma": (0.0, 0.0), "dot": (0.0, 0.0)}
+    for _ in range(args.rounds):
+        result = run_bench(args.bench, args.threads, "BM_FmaPeak|BM_Bf16DotPeak", 0.3)
+        for key, name in (("fma", "BM_FmaPeak"), ("dot", "BM_Bf16DotPeak")):
+            peaks[key] = tuple(max(a, b) for a, b in zip(peaks[key], result[name]))
+
+    rows = []
     for t, k, n in SHAPES:
-        best = {"f32": 0.0, "bf16": 0.0, "torch_f32": 0.0, "torch_bf16": 0.0}
+        best = {key: (0.0, 0.0) for key in ("f32", "bf16", "torch_f32", "torch_bf16")}
         for _ in range(args.rounds):
-            best["f32"] = max(best["f32"], ours(args.bench, args.threads, t, k, n, 0, args.min_time))
+            measured = {"f32": ours(args.bench, args.threads, t, k, n, 0, args.min_time),
+                        "bf16": ours(args.bench, args.threads, t, k, n, 1, args.min_time),
+                        "torch_bf16": torch_gflops(t, k, n, torch.bfloat16, args.threads, args.min_time)}
             if not args.no_torch_f32:
-                best["torch_f32"] = max(best["torch_f32"], torch_gflops(t, k, n, torch.float32, args.min_time))
-            best["bf16"] = max(best["bf16"], ours(args.bench, args.threads, t, k, n, 1, args.min_time))
-            best["torch_bf16"] = max(best["torch_bf16"], torch_gflops(t, k, n, torch.bfloat16, args.min_time))
-        print("%-20s %7.1f (%3.0f %%) %10s %7.1f (%3.0f %%) %10.1f %8.2f" % (
-            "%d x %d x %d" % (t, k, n), best["f32"], 100 * best["f32"] / fma_peak,
-            "-" if args.no_torch_f32 else "%.1f" % best["torch_f32"], best["bf16"], 100 * best["bf16"] / dot_peak,
-            best["torch_bf16"], best["bf16"] / best["torch_bf16"]))
-        sys.stdout.flush()
+                measured["torch_f32"] = torch_gflops(t, k, n, torch.float32, args.threads, args.min_time)
+            for key, value in measured.items():
+                best[key] = tuple(max(a, b) for a, b in zip(best[key], value))
+        rows.append(((t, k, n), best))
+
+    print("threads %d, torch %s" % (args.threads, torch.__version__))
+    for column, title in ((0, "wall-clock GFLOP/s"), (1, "CPU-normalised GFLOP/s (flops x threads / CPU seconds)")):
+        fma, dot = peaks["fma"][column], peaks["dot"][column]
+        print("\n%s; f32 FMA peak %.0f, vdpbf16ps peak %.0f" % (title, fma, dot))
+        header = "%-18s %16s %10s %16s %10s %8s" % ("T x K x N", "ours f32", "torch f32", "ours bf16", "torch bf16",
+                                                   "bf16 ratio")
+        print(header)
+        print("-" * len(header))
+        for (t, k, n), best in rows:
+            torch_f32 = "-" if args.no_torch_f32 else "%.1f" % best["torch_f32"][column]
+            print("%-18s %7.1f (%3.0f %%) %10s %7.1f (%3.0f %%) %10.1f %8.2f" % (
+                "%d x %d x %d" % (t, k, n), best["f32"][column], 100 * best["f32"][column] / fma, torch_f32,
+                best["bf16"][column], 100 * best["bf16"][column] / dot, best["torch_bf16"][column],
+                best["bf16"][column] / best["torch_bf16"][column]))
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

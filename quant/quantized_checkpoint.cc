@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -623,6 +624,8 @@ QuantizeResult write_quantized_checkpoint(const Checkpoint& input, const std::ve
       report.bytes_in = t.view.nbytes();
       result.bytes_in += report.bytes_in;
     }
+    const auto start = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
     if (!p.quantize) {
       Sha256Stream hash;
       for_each_contiguous_chunk(t.view, size_t{4} << 20, [&](std::span<const std::byte> chunk) {
@@ -636,6 +639,7 @@ QuantizeResult write_quantized_checkpoint(const Checkpoint& input, const std::ve
       report.sha256 = hash.hex();
       report.error.count = t.view.numel();
       report.bytes_out = report.bytes_in;
+      report.seconds = elapsed();
       ++tensors_done;
       report_progress();
       return;
@@ -655,6 +659,7 @@ QuantizeResult write_quantized_checkpoint(const Checkpoint& input, const std::ve
       report.hqq_iterations = pending.iterations;
       report.note = e.note;
       report.bytes_out = specs[index].nbytes() + pending.scale.size() + pending.zero.size();
+      report.seconds = elapsed();
       ++tensors_done;
       report_progress();
     } else if (slot.part == 1) {
@@ -701,7 +706,8 @@ json report_json(const std::string& scheme, const QuantizeResult& result) {
               {"snr_db", finite_or_null(r.error.snr_db())},
               {"sha256", r.sha256},
               {"bytes_in", r.bytes_in},
-              {"bytes_out", r.bytes_out}};
+              {"bytes_out", r.bytes_out},
+              {"seconds", r.seconds}};
     if (!r.layout.empty()) t["layout"] = r.layout;
     if (r.hqq_iterations > 0) t["hqq_iterations"] = r.hqq_iterations;
     if (!r.note.empty()) t["note"] = r.note;

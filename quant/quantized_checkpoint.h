@@ -112,6 +112,7 @@ struct TensorReport {
   ErrorStats error;
   std::string sha256;  // of the stored tensor (the packed codes for a quantized one)
   uint64_t bytes_in = 0, bytes_out = 0;  // the original tensor; everything stored for it (codes, scale, zero)
+  double seconds = 0;                    // wall time to quantize (or copy) it and hand it to the writer
   int hqq_iterations = 0;
   std::string note;
 };

@@ -203,6 +203,8 @@ struct PresetCase {
   int mlp_group_size;
 };
 
+void PrintTo(const PresetCase& p, std::ostream* os) { *os << p.preset; }
+
 class Presets : public Synthetic, public ::testing::WithParamInterface<PresetCase> {};
 
 TEST_P(Presets, ResolveByRoleGroup) {

@@ -21,6 +21,7 @@ struct FpxCase {
   FpxFormat format;
 };
 const FpxCase kCases[] = {{"e3m2", FpxFormat::kE3M2}, {"e2m2", FpxFormat::kE2M2}};
+void PrintTo(const FpxCase& c, std::ostream* os) { *os << c.name; }
 
 const Checkpoint& fpx_oracle() {
   static const Checkpoint c = load_oracle("fpx.safetensors");

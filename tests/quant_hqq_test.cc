@@ -44,6 +44,8 @@ const HqqOracleCase kOracleCases[] = {
     {"studentt", "opt_gs128", 128, true},
 };
 
+void PrintTo(const HqqOracleCase& c, std::ostream* os) { *os << c.matrix << "." << c.variant; }
+
 struct Quantized {
   HqqFit fit;
   std::vector<uint8_t> codes;

@@ -41,6 +41,8 @@ const Encoding kEncodings[] = {
     {"int4_g32_gemlite", QuantScheme::kInt4, QuantLayout::kGemlite, 32, Fp8ScaleMode::kPerRow},
 };
 
+void PrintTo(const Encoding& e, std::ostream* os) { *os << e.name; }
+
 constexpr int64_t kRows = 128, kCols = 384;
 
 // A checkpoint with a quantized "w" and a plain [4, 64] F32 "b", written by the quantizer and opened again.

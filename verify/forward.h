@@ -25,8 +25,8 @@
 // trimming sliding-window caches (a KV cache keeps every position, so a long context costs its full cache);
 // a CUDA path (verify/cuda/, not built yet).
 //
-// The header depends on neither arch/model_config.h nor verify/kernels.h (both declare an hx::RopeType), so a
-// tool can include it next to either one.
+// The header includes neither arch/model_config.h nor verify/kernels.h: a tool that runs models sees this API only
+// (ModelConfig is forward-declared for the constructor that takes one).
 #pragma once
 
 #include <cstdint>

@@ -28,6 +28,7 @@ namespace {
 constexpr int64_t kRowsPerBlock = 256;   // token rows packed at once: rows·K·4 bytes of A (4 MiB for K = 4096)
 constexpr int64_t kPanelsPerBlock = 2;   // nr-wide panels per parallel work item (1 when that leaves too few items)
 constexpr int64_t kBlocksPerThread = 4;  // work items per thread below which blocks shrink to one panel
+constexpr int64_t kLongChunkCells = 2048;  // k chunk when the tokens fit one micro-tile: tile + panel ≤ 768 KiB (L2)
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -170,6 +171,12 @@ void matmul(const float* x, int64_t tokens, int64_t x_stride, const WeightMatrix
   plan.k_in = k_in;
   plan.k_per_cell = plan.ks->bf16 ? 2 : 1;
   plan.kc_cells = plan.ks->kc_cells;
+  if (tokens <= plan.ks->mr) {
+    // One micro-tile of tokens uses each B panel once, so it need not stay in L1: long chunks read every weight row
+    // as one long run, which memory streams much better than many short pieces (decode steps, T = 1).
+    const int64_t whole_row = ceil_div(ceil_div(k_in, plan.k_per_cell), plan.ks->kc_cells) * plan.ks->kc_cells;
+    plan.kc_cells = std::min(whole_row, kLongChunkCells);
+  }
   plan.chunk_k = plan.kc_cells * plan.k_per_cell;
   plan.chunks = ceil_div(k_in, plan.chunk_k);
   const int64_t panels = ceil_div(n_out, plan.ks->nr);
