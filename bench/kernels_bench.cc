@@ -86,14 +86,15 @@ void BM_Peak(benchmark::State& state) {
   std::vector<float> sink(static_cast<size_t>(threads));
   for (auto _ : state) {
     parallel_for(0, threads, 1, [&](int64_t t) {
-      sink[static_cast<size_t>(t)] = kBf16 ? dpbf16_chains(kIterations, static_cast<float>(t))
-                                           : fma_chains(kIterations, static_cast<float>(t));
+      sink[static_cast<size_t>(t)] =
+          kBf16 ? dpbf16_chains(kIterations, static_cast<float>(t)) : fma_chains(kIterations, static_cast<float>(t));
     });
     benchmark::DoNotOptimize(sink.data());
   }
   const double flops_per_iteration = kBf16 ? 16.0 * 16 * 4 : 16.0 * 16 * 2;
-  state.counters["GFLOP/s"] = benchmark::Counter(flops_per_iteration * kIterations * threads * 1e-9 *
-                                                 static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops_per_iteration * kIterations * threads * 1e-9 * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
   state.counters["threads"] = threads;
 #else
   state.SkipWithError("x86-64 only");
@@ -129,8 +130,8 @@ void BM_Matmul(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   force_cpu_isa(std::nullopt);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * tokens * k_in * n_out * static_cast<double>(state.iterations()) * 1e-9,
-                                                 benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * tokens * k_in * n_out * static_cast<double>(state.iterations()) * 1e-9, benchmark::Counter::kIsRate);
   state.counters["threads"] = max_threads();
   state.SetLabel(std::string(cpu_isa_name(isa)) + " " + (compute == MatmulCompute::kBF16 ? "bf16" : "f32") +
                  " W=" + weights.describe());
@@ -169,12 +170,18 @@ void BM_Attention(benchmark::State& state) {
   }
   state.counters["threads"] = max_threads();
 }
-BENCHMARK(BM_Attention)->ArgNames({"T", "window"})->Args({512, 512})->Args({2048, 512})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Attention)
+    ->ArgNames({"T", "window"})
+    ->Args({512, 512})
+    ->Args({2048, 512})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void BM_Rwkv7(benchmark::State& state) {
   const int64_t tokens = state.range(0), heads = 32, n = 128;  // hxa07i geometry
   const size_t size = static_cast<size_t>(tokens * heads * n);
-  const auto r = fill(size, 6), k = fill(size, 7), v = fill(size, 8), kk = fill(size, 9, 0.1f), a = fill(size, 10, 0.5f);
+  const auto r = fill(size, 6), k = fill(size, 7), v = fill(size, 8), kk = fill(size, 9, 0.1f),
+             a = fill(size, 10, 0.5f);
   std::vector<float> decay(size, 0.9f), remove(size), replace(size), y(size);
   rwkv7_removal_terms(kk.data(), a.data(), remove.data(), replace.data(), static_cast<int64_t>(size));
   std::vector<float> state_values(static_cast<size_t>(heads * n * n), 0.0f);
@@ -183,7 +190,8 @@ void BM_Rwkv7(benchmark::State& state) {
     rwkv7_recurrence(in, tokens, heads, n, state_values.data(), y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens * state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(tokens * state.iterations()), benchmark::Counter::kIsRate);
   state.counters["threads"] = max_threads();
 }
 BENCHMARK(BM_Rwkv7)->ArgNames({"T"})->Arg(1)->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);

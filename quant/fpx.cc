@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "formats/errors.h"
+#include "formats/parallel.h"
 
 namespace hx {
 
@@ -120,14 +121,27 @@ ErrorStats fpx_quantize_rows(const FloatRows& w, FpxFormat f, int64_t row_begin,
 
 int64_t fpx_packed_row_bytes(int64_t cols, FpxFormat f) { return cols / fpx_block_codes(f) * fpx_block_bytes(f); }
 
-void fpx_pack_row(const uint8_t* codes, int64_t n, FpxFormat f, uint8_t* packed) {
-  const int bits = fpx_bits(f), per_block = fpx_block_codes(f), block_bytes = fpx_block_bytes(f);
-  const uint64_t mask = (1u << bits) - 1;
-  for (int64_t j = 0; j < n / per_block; ++j) {
+namespace {
+
+// One row of the portable layout, with the block shape fixed at compile time so the inner loops unroll.
+template <int kBits, int kCodes, int kBytes>
+void pack_row_blocks(const uint8_t* codes, int64_t n, uint8_t* packed) {
+  static_assert(kBits * kCodes == 8 * kBytes, "a block fills whole bytes");
+  constexpr uint64_t kMask = (1u << kBits) - 1;
+  for (int64_t j = 0; j < n / kCodes; ++j) {
     uint64_t v = 0;
-    for (int i = 0; i < per_block; ++i) v |= (codes[j * per_block + i] & mask) << (bits * i);
-    for (int b = 0; b < block_bytes; ++b) packed[j * block_bytes + b] = static_cast<uint8_t>(v >> (8 * b));
+    for (int i = 0; i < kCodes; ++i) v |= (codes[j * kCodes + i] & kMask) << (kBits * i);
+    for (int b = 0; b < kBytes; ++b) packed[j * kBytes + b] = static_cast<uint8_t>(v >> (8 * b));
   }
+}
+
+}  // namespace
+
+void fpx_pack_row(const uint8_t* codes, int64_t n, FpxFormat f, uint8_t* packed) {
+  if (f == FpxFormat::kE3M2)
+    pack_row_blocks<6, 4, 3>(codes, n, packed);
+  else
+    pack_row_blocks<5, 8, 5>(codes, n, packed);
 }
 
 void fpx_unpack_row(const uint8_t* packed_row, int64_t col_begin, int64_t n, FpxFormat f, uint8_t* codes) {
@@ -187,58 +201,104 @@ std::array<Plane, 2> planes_of(FpxFormat f) {
 
 bool fpx_tc_shape_ok(int64_t rows, int64_t cols) { return rows > 0 && cols > 0 && rows % 64 == 0 && cols % 64 == 0; }
 
+namespace {
+
+// What locating a bit needs, computed once per matrix.
+struct TcPlane {
+  int bits, shift;     // field width; which code bits the plane holds
+  int per_byte_log2;   // fields per byte = 8 / bits
+  uint64_t offset;     // where the plane starts in the packed bytes
+};
+struct TcGeometry {
+  int64_t blocks_per_band;  // pass-1 blocks of 64 rows: 16 · cols/16
+  TcPlane planes[2];
+};
+
+TcGeometry tc_geometry(int64_t rows, int64_t cols, FpxFormat f) {
+  const auto p = planes_of(f);
+  TcGeometry g{};
+  g.blocks_per_band = cols;  // (cols / 16) · 16
+  for (int i = 0; i < 2; ++i) {
+    const int bits = p[static_cast<size_t>(i)].bits;
+    g.planes[i] = {bits, p[static_cast<size_t>(i)].shift, bits == 1 ? 3 : (bits == 2 ? 2 : 1),
+                   i == 0 ? 0 : static_cast<uint64_t>(rows * cols * p[0].bits / 8)};
+  }
+  return g;
+}
+
+// Pass 1: view(M/64, 4, 2, 8, N/16, 2, 8).permute(0, 4, 1, 5, 2, 3, 6).reshape(-1, 32, 2).permute(1, 0, 2) puts
+// element (r, c) in strip 4d + g/2 (of 32) at index 2·block + g%2, with r = 64a + 16b + 8c' + d, c = 16e + 8f + g
+// and block = (((a·N/16 + e)·4 + b)·2 + f)·2 + c'.
+struct TcPosition {
+  int64_t strip, index;
+};
+inline TcPosition tc_position(const TcGeometry& geo, int64_t r, int64_t c) {
+  const int64_t a = r >> 6, b = (r >> 4) & 3, c1 = (r >> 3) & 1, d = r & 7;
+  const int64_t e = c >> 4, f1 = (c >> 3) & 1, g = c & 7;
+  const int64_t block = a * geo.blocks_per_band + e * 16 + b * 4 + f1 * 2 + c1;
+  return {d * 4 + g / 2, block * 2 + (g & 1)};
+}
+
+// Then, per plane: _pack puts fields most significant first, 8/bits to a byte; a strip is exactly a quarter of pass
+// 2's view(32, K, 4) rows, so pass 2 (permute(1, 0, 2).flip(2)) sends byte w of word k of strip s to position
+// k·128 + 4s + (3 − w); pass 3 (_bit_interleave) permutes the fields of each 32-bit word, numbered from the most
+// significant end of the word with its bytes reversed — where our field is w·(8/bits) + its place in the byte.
+inline TcBitLocation tc_locate(const TcPlane& plane, TcPosition at) {
+  const int64_t per_byte = int64_t{1} << plane.per_byte_log2;
+  const int64_t byte_in_strip = at.index >> plane.per_byte_log2, field_in_byte = at.index & (per_byte - 1);
+  const int64_t k = byte_in_strip >> 2, w = byte_in_strip & 3;
+  const int to = kInverseBitOrders.destination(plane.bits, static_cast<int>(w * per_byte + field_in_byte));
+  const uint64_t byte = plane.offset + static_cast<uint64_t>(k * 128 + at.strip * 4 + (3 - (to >> plane.per_byte_log2)));
+  return {byte, static_cast<int>(8 - ((to & (per_byte - 1)) + 1) * plane.bits)};
+}
+
+}  // namespace
+
 TcBitLocation fpx_tc_location(int64_t rows, int64_t cols, FpxFormat f, int plane, int64_t r, int64_t c) {
-  const auto planes = planes_of(f);
-  const int y = planes[static_cast<size_t>(plane)].bits;
-  const int64_t per_byte = 8 / y;
-  const uint64_t plane_offset = plane == 0 ? 0 : static_cast<uint64_t>(rows * cols * planes[0].bits / 8);
-  // Pass 1: view(M/64, 4, 2, 8, N/16, 2, 8).permute(0, 4, 1, 5, 2, 3, 6).reshape(-1, 32, 2).permute(1, 0, 2).
-  const int64_t a = r / 64, b = (r / 16) % 4, c1 = (r / 8) % 2, d = r % 8;
-  const int64_t e = c / 16, f1 = (c / 8) % 2, g = c % 8;
-  const int64_t blocks = rows * cols / 64;
-  const int64_t block = (((a * (cols / 16) + e) * 4 + b) * 2 + f1) * 2 + c1;
-  const int64_t p = (d * 4 + g / 2) * (2 * blocks) + block * 2 + g % 2;
-  // _pack: element p is field p % per_byte (most significant first) of byte p / per_byte of the plane.
-  const int64_t byte_in = p / per_byte, field_in_byte = p % per_byte;
-  // Pass 2: view(32, K, 4).permute(1, 0, 2).flip(2), K = plane bytes / 128.
-  const int64_t k_words = rows * cols * y / 8 / 128;
-  const int64_t strip = byte_in / (4 * k_words), k = (byte_in / 4) % k_words, w = byte_in % 4;
-  const int64_t q = k * 128 + strip * 4 + (3 - w);
-  // Pass 3 (_bit_interleave): in the 32-bit word q / 4 with its bytes reversed, fields are numbered from the most
-  // significant end; byte 3 - w of the reversed word is our byte, so our field is w·per_byte + field_in_byte.
-  const int field = static_cast<int>(w * per_byte + field_in_byte);
-  const int to = kInverseBitOrders.destination(y, field);
-  const uint64_t byte = plane_offset + static_cast<uint64_t>(q / 4 * 4 + (3 - to / per_byte));
-  return {byte, static_cast<int>(8 - (to % per_byte + 1) * y)};
+  const TcGeometry geo = tc_geometry(rows, cols, f);
+  return tc_locate(geo.planes[plane], tc_position(geo, r, c));
 }
 
 void fpx_pack_tc(const uint8_t* codes, int64_t rows, int64_t cols, FpxFormat f, uint8_t* packed) {
   if (!fpx_tc_shape_ok(rows, cols))
     throw UsageError("the torchao-tc layout needs rows and columns that are multiples of 64, got [" +
                      std::to_string(rows) + ", " + std::to_string(cols) + "]");
-  const auto planes = planes_of(f);
+  const TcGeometry geo = tc_geometry(rows, cols, f);
   std::fill(packed, packed + rows * cols * fpx_bits(f) / 8, uint8_t{0});
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const uint8_t code = codes[r * cols + c];
-      for (int plane = 0; plane < 2; ++plane) {
-        const Plane& pl = planes[static_cast<size_t>(plane)];
-        const TcBitLocation at = fpx_tc_location(rows, cols, f, plane, r, c);
-        packed[at.byte] |= static_cast<uint8_t>(((code >> pl.shift) & ((1u << pl.bits) - 1)) << at.shift);
+  // The elements of one 64-row band fill whole 32-bit words of each plane that no other band touches (a word draws
+  // on at most 16 consecutive pass-1 blocks, a band on cols of them, a multiple of 16), so bands pack concurrently.
+  parallel_for(0, rows / 64, 1, [&](int64_t band) {
+    for (int64_t r = band * 64; r < band * 64 + 64; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const uint8_t code = codes[r * cols + c];
+        const TcPosition at = tc_position(geo, r, c);
+        for (const TcPlane& plane : geo.planes) {
+          const TcBitLocation bit = tc_locate(plane, at);
+          packed[bit.byte] |= static_cast<uint8_t>(((code >> plane.shift) & ((1u << plane.bits) - 1)) << bit.shift);
+        }
       }
     }
-  }
+  });
 }
 
 uint8_t fpx_tc_code_at(const uint8_t* packed, int64_t rows, int64_t cols, FpxFormat f, int64_t r, int64_t c) {
-  const auto planes = planes_of(f);
-  uint32_t code = 0;
-  for (int plane = 0; plane < 2; ++plane) {
-    const Plane& pl = planes[static_cast<size_t>(plane)];
-    const TcBitLocation at = fpx_tc_location(rows, cols, f, plane, r, c);
-    code |= ((packed[at.byte] >> at.shift) & ((1u << pl.bits) - 1)) << pl.shift;
+  uint8_t code;
+  fpx_unpack_tc(packed, rows, cols, f, r, c, 1, &code);
+  return code;
+}
+
+void fpx_unpack_tc(const uint8_t* packed, int64_t rows, int64_t cols, FpxFormat f, int64_t r, int64_t col_begin,
+                   int64_t n, uint8_t* codes) {
+  const TcGeometry geo = tc_geometry(rows, cols, f);
+  for (int64_t i = 0; i < n; ++i) {
+    const TcPosition at = tc_position(geo, r, col_begin + i);
+    uint32_t code = 0;
+    for (const TcPlane& plane : geo.planes) {
+      const TcBitLocation bit = tc_locate(plane, at);
+      code |= ((packed[bit.byte] >> bit.shift) & ((1u << plane.bits) - 1)) << plane.shift;
+    }
+    codes[i] = static_cast<uint8_t>(code);
   }
-  return static_cast<uint8_t>(code);
 }
 
 // ---- the literal port of torchao's packer (reference) ----

@@ -81,5 +81,8 @@ void fpx_pack_tc(const uint8_t* codes, int64_t rows, int64_t cols, FpxFormat f, 
 // arrays), written independently of fpx_tc_location.
 std::vector<uint8_t> fpx_pack_tc_reference(const uint8_t* codes, int64_t rows, int64_t cols, FpxFormat f);
 uint8_t fpx_tc_code_at(const uint8_t* packed, int64_t rows, int64_t cols, FpxFormat f, int64_t r, int64_t c);
+// The codes of columns [col_begin, col_begin + n) of row r (any range).
+void fpx_unpack_tc(const uint8_t* packed, int64_t rows, int64_t cols, FpxFormat f, int64_t r, int64_t col_begin,
+                   int64_t n, uint8_t* codes);
 
 }  // namespace hx

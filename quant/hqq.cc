@@ -104,44 +104,91 @@ HX_QUANT_INLINE F32x16 quantize_codes16(F32x16 w, float multiplier, float zero) 
   return where(q < 0.0f, splat<F32x16>(0.0f), where(q > 15.0f, splat<F32x16>(15.0f), q));
 }
 
+// The sum of 16 float lanes in double, in a fixed tree: lane l + lane l+8, then l + l+4, l + l+2, l + l+1. The
+// reference folds its lane arrays in the same order (fold_lanes), so both paths give the same bits.
+using F64x8 = double __attribute__((vector_size(64)));
+using F64x4 = double __attribute__((vector_size(32)));
+using F64x2 = double __attribute__((vector_size(16)));
+using F32x8 = float __attribute__((vector_size(32)));
+
+HX_QUANT_INLINE double fold16(F32x16 v) {
+  const F32x8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+  const F32x8 hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const F64x8 a = __builtin_convertvector(lo, F64x8) + __builtin_convertvector(hi, F64x8);
+  const F64x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  const F64x2 c = __builtin_shufflevector(b, b, 0, 1) + __builtin_shufflevector(b, b, 2, 3);
+  return c[0] + c[1];
+}
+
+// Whether any lane of a comparison result is set: an OR tree of the halves (a loop over lanes would extract them
+// one by one).
+using I32x8 = int32_t __attribute__((vector_size(32)));
+using I32x4 = int32_t __attribute__((vector_size(16)));
+HX_QUANT_INLINE bool any_lane(I32x16 mask) {
+  const I32x8 a = __builtin_shufflevector(mask, mask, 0, 1, 2, 3, 4, 5, 6, 7) |
+                  __builtin_shufflevector(mask, mask, 8, 9, 10, 11, 12, 13, 14, 15);
+  const I32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) | __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] | b[1] | b[2] | b[3]) != 0;
+}
+
+// Below this |d| no lane can shrink: |d| − |d|^p/β > 0 exactly when |d| > β^(−1/(1−p)) (p = lp − 1 < 0), and 0.1 %
+// below that bound the difference is negative by far more than pow's and the products' rounding, so relu gives 0
+// whether or not the power is evaluated. For trained weights |d| (at most half a quantization step) is almost
+// always far below it (≈ 0.17 for β = 10), so the kernel skips the power for a whole vector when it may; the
+// reference always evaluates it, and the two agree bit for bit.
+float shrink_threshold(float beta_inverse, float exponent) {
+  return static_cast<float>(std::pow(static_cast<double>(beta_inverse), 1.0 / (1.0 - static_cast<double>(exponent))) * 0.999);
+}
+
 // One solver iteration over the groups of one row: updates `zero` in place, returns Σ|W − W_r| of the row.
 HX_QUANT_INLINE double row_iteration_kernel(const float* x, int64_t cols, int group_size, const float* multiplier,
-                                            float* zero, float beta_inverse, const PowConstants& k) {
+                                            float* zero, float beta_inverse, float threshold, const PowConstants& k) {
   double row_error = 0;
+  const F32x16 all_codes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   for (int64_t g = 0; g < cols / group_size; ++g) {
     const float s = multiplier[g], z = zero[g];
     const float* xg = x + g * group_size;
+    // W_r = (W_q − z) / s' takes one of 16 values per group: divide once per group (the same quotients, so the
+    // same bits), then look each one up by its code (one vpermps on AVX-512).
+    const F32x16 dequantized = (all_codes - z) / s;
     F32x16 error_lanes = {}, zero_lanes = {};
     for (int j = 0; j < group_size; j += kLanes) {
       const F32x16 w = load16(xg + j);
       const F32x16 wq = quantize_codes16(w, s, z);
-      const F32x16 wr = (wq - z) / s;
+      const F32x16 wr = __builtin_shuffle(dequantized, to_int(wq));
       const F32x16 d = w - wr;
       const F32x16 ad = abs16(d);
-      F32x16 shrunk = ad - beta_inverse * pow_kernel(ad, k);
-      shrunk = where(shrunk > 0.0f, shrunk, splat<F32x16>(0.0f));
-      const F32x16 we = as_float(as_int(shrunk) | (as_int(d) & int32_t(0x80000000u)));  // sign(d)·relu(…)
       error_lanes += ad;
+      F32x16 we = splat<F32x16>(0.0f);
+      if (any_lane(ad >= threshold)) {
+        F32x16 shrunk = ad - beta_inverse * pow_kernel(ad, k);
+        shrunk = where(shrunk > 0.0f, shrunk, splat<F32x16>(0.0f));
+        we = as_float(as_int(shrunk) | (as_int(d) & int32_t(0x80000000u)));  // sign(d)·relu(…)
+      }
       zero_lanes += wq - (w - we) * s;
     }
-    double error_sum = 0, zero_sum = 0;
-    for (int l = 0; l < kLanes; ++l) {
-      error_sum += error_lanes[l];
-      zero_sum += zero_lanes[l];
-    }
-    zero[g] = static_cast<float>(zero_sum / group_size);
-    row_error += error_sum;
+    zero[g] = static_cast<float>(fold16(zero_lanes) / group_size);
+    row_error += fold16(error_lanes);
   }
   return row_error;
 }
 
 double row_iteration_generic(const float* x, int64_t cols, int gs, const float* mult, float* zero, float bi,
-                             const PowConstants& k) {
-  return row_iteration_kernel(x, cols, gs, mult, zero, bi, k);
+                             float threshold, const PowConstants& k) {
+  return row_iteration_kernel(x, cols, gs, mult, zero, bi, threshold, k);
 }
 HX_QUANT_AVX512 double row_iteration_avx512(const float* x, int64_t cols, int gs, const float* mult, float* zero,
-                                            float bi, const PowConstants& k) {
-  return row_iteration_kernel(x, cols, gs, mult, zero, bi, k);
+                                            float bi, float threshold, const PowConstants& k) {
+  return row_iteration_kernel(x, cols, gs, mult, zero, bi, threshold, k);
+}
+
+// The reference's fold of its lane arrays: the tree of fold16, one element at a time.
+double fold_lanes(const float lanes[kLanes]) {
+  double a[8], b[4], c[2];
+  for (int i = 0; i < 8; ++i) a[i] = static_cast<double>(lanes[i]) + static_cast<double>(lanes[i + 8]);
+  for (int i = 0; i < 4; ++i) b[i] = a[i] + a[i + 4];
+  for (int i = 0; i < 2; ++i) c[i] = b[i] + b[i + 2];
+  return c[0] + c[1];
 }
 
 struct GroupInit {
@@ -294,13 +341,8 @@ HqqFit hqq_fit_reference(const FloatRows& w, const HqqOptions& options) {
             error_lane[j % kLanes] += std::fabs(d);
             zero_lane[j % kLanes] += wq - (v[j] - we) * s;
           }
-          double error_sum = 0, zero_sum = 0;
-          for (int l = 0; l < kLanes; ++l) {
-            error_sum += error_lane[l];
-            zero_sum += zero_lane[l];
-          }
-          fit.zero[static_cast<size_t>(g)] = static_cast<float>(zero_sum / gs);
-          row_error += error_sum;
+          fit.zero[static_cast<size_t>(g)] = static_cast<float>(fold_lanes(zero_lane) / gs);
+          row_error += fold_lanes(error_lane);
         }
         total += row_error;
       }
@@ -352,10 +394,11 @@ HqqFit hqq_fit(const FloatRows& w, const HqqOptions& options) {
     std::vector<double> row_error(static_cast<size_t>(w.rows()));
     for (int it = 0; it < options.max_iterations; ++it) {
       const float beta_inverse = static_cast<float>(1.0 / beta);
+      const float threshold = shrink_threshold(beta_inverse, k.p);
       for_each_row(w, 0, w.rows(), [&](int64_t r, const float* x, float*) {
         const size_t first = static_cast<size_t>(r * groups_per_row);
         row_error[static_cast<size_t>(r)] = (avx512 ? row_iteration_avx512 : row_iteration_generic)(
-            x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first], beta_inverse, k);
+            x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first], beta_inverse, threshold, k);
         return ErrorStats{};
       });
       double total = 0;

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "formats/errors.h"
+#include "formats/parallel.h"
 #include "formats/safetensors.h"
 #include "formats/sha256.h"
 #include "quant/fpx.h"
@@ -385,7 +386,7 @@ std::vector<float> dequantize_tensor(const Checkpoint& c, const QuantizedTensorE
         else if (e.dtype == DType::kF16) s = f16_to_f32(load_u16(scale + 2 * r));
         else s = bf16_to_f32(load_u16(scale + 2 * r));
         if (e.layout == QuantLayout::kTorchaoTc) {
-          for (int64_t k = 0; k < cols; ++k) codes[static_cast<size_t>(k)] = fpx_tc_code_at(u8, rows, cols, f, r, k);
+          fpx_unpack_tc(u8, rows, cols, f, r, 0, cols, codes.data());
         } else {
           fpx_unpack_row(u8 + r * fpx_packed_row_bytes(cols, f), 0, cols, f, codes.data());
         }
@@ -421,6 +422,9 @@ std::vector<float> dequantize_tensor(const Checkpoint& c, const QuantizedTensorE
 
 namespace {
 
+// Rows per parallel task when packing codes (each row packs on its own).
+constexpr int64_t kPackGrainRows = 16;
+
 // Rows per block of the portable layouts: about 4 M weights, so a block is a few MiB of codes and both threads
 // have thousands of rows to share.
 int64_t block_rows_for(int64_t cols) { return std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(cols, 1)); }
@@ -437,22 +441,14 @@ std::vector<std::byte> scales_in_dtype(const std::vector<float>& v, DType dtype)
   return b;
 }
 
-// The output of one quantized tensor: the packed codes stream into `sink` as they are produced; the scale and zero
-// (small) are kept for the writer's next two requests.
-struct QuantizedOutput {
-  std::vector<std::byte> scale, zero;
-  ErrorStats error;
-  std::string sha256;
-  int iterations = 0;
-};
+}  // namespace
 
-QuantizedOutput quantize_tensor(const FloatRows& w, const QuantizedTensorEntry& e, const HqqOptions& hqq_options,
-                                const ByteSink& sink, const std::function<void(uint64_t)>& rows_done) {
-  QuantizedOutput out;
-  Sha256Stream hash;
-  auto emit = [&](std::span<const std::byte> b) {
-    hash.update(b);
-    sink(b);
+QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& e, const HqqOptions& hqq_options,
+                                const ByteSink& packed_sink, const std::function<void(uint64_t)>& rows_done_callback) {
+  QuantizedMatrix out;
+  const ByteSink& emit = packed_sink;
+  auto rows_done = [&](uint64_t rows) {
+    if (rows_done_callback) rows_done_callback(rows);
   };
   const int64_t rows = w.rows(), cols = w.cols();
   const int64_t block = block_rows_for(cols);
@@ -505,8 +501,9 @@ QuantizedOutput quantize_tensor(const FloatRows& w, const QuantizedTensorEntry& 
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
           const int64_t r1 = std::min(rows, r0 + block);
           out.error.merge(fpx_quantize_rows(w, f, r0, r1, e.dtype, codes.data(), scales.data() + r0));
-          for (int64_t r = r0; r < r1; ++r)
+          parallel_for(r0, r1, kPackGrainRows, [&](int64_t r) {
             fpx_pack_row(codes.data() + (r - r0) * cols, cols, f, packed.data() + (r - r0) * row_bytes);
+          });
           emit(std::as_bytes(std::span<const uint8_t>(packed.data(), static_cast<size_t>((r1 - r0) * row_bytes))));
           rows_done(static_cast<uint64_t>(r1 - r0));
         }
@@ -518,7 +515,7 @@ QuantizedOutput quantize_tensor(const FloatRows& w, const QuantizedTensorEntry& 
       HqqOptions options = hqq_options;
       options.group_size = e.group_size;
       const HqqFit fit = hqq_fit(w, options);
-      out.iterations = fit.iterations;
+      out.hqq_iterations = fit.iterations;
       std::vector<uint8_t> codes(static_cast<size_t>(std::min(block, rows) * cols));
       const int64_t groups = fit.groups_per_row();
       if (e.layout == QuantLayout::kGemlite) {  // words are [in/8, out]: the whole tensor first
@@ -526,7 +523,9 @@ QuantizedOutput quantize_tensor(const FloatRows& w, const QuantizedTensorEntry& 
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
           const int64_t r1 = std::min(rows, r0 + block);
           out.error.merge(hqq_encode_rows(w, fit, r0, r1, codes.data()));
-          gemlite_pack_rows(codes.data(), r0, r1, rows, cols, words.data());
+          parallel_for(r0, r1, kPackGrainRows, [&](int64_t r) {  // each row writes its own words
+            gemlite_pack_rows(codes.data() + (r - r0) * cols, r, r + 1, rows, cols, words.data());
+          });
           rows_done(static_cast<uint64_t>(r1 - r0));
         }
         emit(bytes_of(words));
@@ -546,7 +545,9 @@ QuantizedOutput quantize_tensor(const FloatRows& w, const QuantizedTensorEntry& 
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
           const int64_t r1 = std::min(rows, r0 + block);
           out.error.merge(hqq_encode_rows(w, fit, r0, r1, codes.data()));
-          for (int64_t r = r0; r < r1; ++r) int4_pack_row(codes.data() + (r - r0) * cols, cols, packed.data() + (r - r0) * cols / 2);
+          parallel_for(r0, r1, kPackGrainRows, [&](int64_t r) {
+            int4_pack_row(codes.data() + (r - r0) * cols, cols, packed.data() + (r - r0) * cols / 2);
+          });
           emit(std::as_bytes(std::span<const uint8_t>(packed.data(), static_cast<size_t>((r1 - r0) * cols / 2))));
           rows_done(static_cast<uint64_t>(r1 - r0));
         }
@@ -556,6 +557,25 @@ QuantizedOutput quantize_tensor(const FloatRows& w, const QuantizedTensorEntry& 
       break;
     }
   }
+  return out;
+}
+
+namespace {
+
+// The output of one quantized tensor as the writer needs it: its parts, plus the hash of the packed codes.
+struct QuantizedOutput {
+  QuantizedMatrix parts;
+  std::string sha256;
+};
+
+QuantizedOutput quantize_tensor(const FloatRows& w, const QuantizedTensorEntry& e, const HqqOptions& hqq_options,
+                                const ByteSink& sink, const std::function<void(uint64_t)>& rows_done) {
+  QuantizedOutput out;
+  Sha256Stream hash;
+  out.parts = quantize_matrix(w, e, hqq_options, [&](std::span<const std::byte> b) {
+    hash.update(b);
+    sink(b);
+  }, rows_done);
   out.sha256 = hash.hex();
   return out;
 }
@@ -654,21 +674,25 @@ QuantizeResult write_quantized_checkpoint(const Checkpoint& input, const std::ve
       });
       report.scheme = scheme_name(e.scheme);
       report.layout = layout_name(e.layout);
-      report.error = pending.error;
+      report.error = pending.parts.error;
       report.sha256 = pending.sha256;
-      report.hqq_iterations = pending.iterations;
+      report.hqq_iterations = pending.parts.hqq_iterations;
       report.note = e.note;
-      report.bytes_out = specs[index].nbytes() + pending.scale.size() + pending.zero.size();
+      report.bytes_out = specs[index].nbytes() + pending.parts.scale.size() + pending.parts.zero.size();
       report.seconds = elapsed();
       ++tensors_done;
       report_progress();
     } else if (slot.part == 1) {
-      sink(pending.scale);
+      sink(pending.parts.scale);
     } else {
-      sink(pending.zero);
+      sink(pending.parts.zero);
     }
   };
-  write_safetensors(out_file, specs, source, write_options);
+  if (out_file.empty()) {  // a dry run: every tensor is quantized, measured and hashed, and the bytes dropped
+    for (size_t i = 0; i < specs.size(); ++i) source(i, [](std::span<const std::byte>) {});
+  } else {
+    write_safetensors(out_file, specs, source, write_options);
+  }
   for (const TensorReport& r : result.tensors) result.bytes_out += r.bytes_out;
   return result;
 }

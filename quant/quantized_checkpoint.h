@@ -97,6 +97,17 @@ std::vector<float> dequantize_tensor(const Checkpoint& checkpoint, const Quantiz
 
 // ---- writing ----
 
+// One matrix quantized as `entry` says (the codec of its scheme, then its layout's packing): the packed codes go to
+// `packed` in row blocks (at once for torchao-tc and gemlite, whose packing mixes rows); the result holds the scale
+// and zero tensors' bytes and the error statistics. `rows_done` is told as rows are finished.
+struct QuantizedMatrix {
+  std::vector<std::byte> scale, zero;  // zero is empty except for int4
+  ErrorStats error;
+  int hqq_iterations = 0;
+};
+QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& entry, const HqqOptions& hqq,
+                                const ByteSink& packed, const std::function<void(uint64_t rows)>& rows_done = {});
+
 // What happens to one tensor of the input: copied as it is (no entry) or quantized as the entry says.
 struct TensorPlan {
   std::string name;
@@ -135,7 +146,8 @@ struct QuantizeResult {
 
 // Quantizes `input` into the safetensors file `out_file` following `plan` (every input tensor once, in the order
 // wanted in the output). Atomic (formats/safetensors.h); throws FormatError for non-finite weights or a plan that
-// does not fit the tensors, IoError when writing fails.
+// does not fit the tensors, IoError when writing fails. An empty `out_file` is a dry run: everything is computed
+// and reported, nothing is written.
 QuantizeResult write_quantized_checkpoint(const Checkpoint& input, const std::vector<TensorPlan>& plan,
                                           const std::string& out_file, const QuantizeOptions& options);
 

@@ -170,8 +170,8 @@ void FpxRowScaled::decode_f32(int64_t row_begin, int64_t row_end, int64_t col_be
   codes.resize(static_cast<size_t>(blocks.end - blocks.begin));
   for (int64_t r = row_begin; r < row_end; ++r) {
     if (layout_ == QuantLayout::kTorchaoTc) {
-      for (int64_t c = col_begin; c < col_end; ++c)
-        codes[static_cast<size_t>(c - blocks.begin)] = fpx_tc_code_at(packed_, rows(), cols(), format_, r, c);
+      fpx_unpack_tc(packed_, rows(), cols(), format_, r, col_begin, col_end - col_begin,
+                    codes.data() + (col_begin - blocks.begin));
     } else {
       fpx_unpack_row(packed_ + r * fpx_packed_row_bytes(cols(), format_), blocks.begin, blocks.end - blocks.begin,
                      format_, codes.data());

@@ -245,6 +245,24 @@ TEST(HqqCodec, FastPathEqualsReferenceBitForBit) {
   }
 }
 
+// Groups whose rounding residues |d| straddle the solver's shrink threshold (|d| ≈ β^(−1/1.3) ≈ 0.17): values
+// spread over [−3, 3] make a quantization step of ≈ 0.4, so |d| covers [0, 0.2] densely. The fast path evaluates the
+// power only for vectors that may shrink; the reference always does; they must still agree bit for bit.
+TEST(HqqCodec, FastPathEqualsReferenceAroundTheShrinkThreshold) {
+  const int64_t rows = 8, cols = 256;
+  std::mt19937 rng(23);
+  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (auto& v : w) v = u(rng);
+  FloatRows m(DType::kF32, w.data(), rows, cols);
+  const HqqFit ref = hqq_fit_reference(m, HqqOptions{});
+  quant_test::for_each_isa([&] {
+    const HqqFit fast = hqq_fit(m, HqqOptions{});
+    EXPECT_EQ(fast.zero, ref.zero);
+    EXPECT_EQ(fast.mean_abs_error, ref.mean_abs_error);
+  });
+}
+
 TEST(HqqCodec, RejectsGroupSizesThatDoNotFit) {
   std::vector<float> w(2 * 96, 0.5f);
   FloatRows m(DType::kF32, w.data(), 2, 96);

@@ -22,6 +22,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <string>
 #include <utility>
@@ -37,6 +38,10 @@
 #include "verify/kernels.h"
 
 namespace hx {
+
+// How gtest (and so CTest's test list) prints a kernel family parameter; found by argument-dependent lookup.
+void PrintTo(CpuIsa isa, std::ostream* os) { *os << cpu_isa_name(isa); }
+
 namespace {
 
 // ---- tolerances --------------------------------------------------------------------------------------------------
@@ -226,8 +231,8 @@ void expect_within(const std::vector<float>& y, const Reference& ref, double fac
     const double allowed = factor * ref.magnitude[i];
     if (ref.magnitude[i] > 0) worst = std::max(worst, error / ref.magnitude[i]);
     if (!(error <= allowed) && ++failures <= 5) {
-      ADD_FAILURE() << what << ": element " << i << " is " << y[i] << ", reference " << ref.y[i] << " (error "
-                    << error << " > " << allowed << ")";
+      ADD_FAILURE() << what << ": element " << i << " is " << y[i] << ", reference " << ref.y[i] << " (error " << error
+                    << " > " << allowed << ")";
     }
   }
   EXPECT_EQ(failures, 0) << what << ": worst error " << worst << "·Σ|x·w|, bound " << factor;
@@ -260,6 +265,11 @@ struct KernelConfig {
   int threads;
 };
 
+// How gtest (and so CTest) prints the parameters.
+void PrintTo(const KernelConfig& config, std::ostream* os) {
+  *os << cpu_isa_name(config.isa) << ", " << config.threads << " threads";
+}
+
 std::string config_name(const testing::TestParamInfo<KernelConfig>& info) {
   return std::string(cpu_isa_name(info.param.isa)) + "_" + std::to_string(info.param.threads) + "threads";
 }
@@ -268,7 +278,8 @@ std::string config_name(const testing::TestParamInfo<KernelConfig>& info) {
 class VerifyKernels : public testing::TestWithParam<KernelConfig> {
  protected:
   void SetUp() override {
-    if (!cpu_supports(GetParam().isa)) GTEST_SKIP() << "this CPU cannot run the " << cpu_isa_name(GetParam().isa) << " kernels";
+    if (!cpu_supports(GetParam().isa))
+      GTEST_SKIP() << "this CPU cannot run the " << cpu_isa_name(GetParam().isa) << " kernels";
     scope_.emplace(GetParam().isa, GetParam().threads);
   }
   void TearDown() override { scope_.reset(); }
@@ -291,7 +302,9 @@ class VerifyKernelsPerIsa : public testing::TestWithParam<CpuIsa> {
 };
 
 INSTANTIATE_TEST_SUITE_P(Isa, VerifyKernelsPerIsa, testing::Values(CpuIsa::kGeneric, CpuIsa::kAvx512),
-                         [](const testing::TestParamInfo<CpuIsa>& param) { return std::string(cpu_isa_name(param.param)); });
+                         [](const testing::TestParamInfo<CpuIsa>& param) {
+                           return std::string(cpu_isa_name(param.param));
+                         });
 
 // ---- matrix product: accuracy ------------------------------------------------------------------------------------
 
@@ -337,23 +350,40 @@ TEST_P(VerifyKernels, MatmulAccumulateAddsTheFinishedProductOnce) {
   }
 }
 
+// bf16 weights whose rows are read in place (stride 136 values, 4-byte aligned) and ones that must be copied first
+// (stride 135: rows not 4-byte aligned; offset 1: the matrix itself starts off alignment), in both compute modes.
 TEST_P(VerifyKernels, MatmulHonoursStridesAndLeavesPaddingAlone) {
-  const int64_t tokens = 5, k_in = 130, n_out = 70, x_stride = 141, y_stride = 83, w_stride_bytes = 2 * 136;
+  const int64_t tokens = 5, k_in = 130, n_out = 70, x_stride = 141, y_stride = 83;
   const auto x = normal_floats(static_cast<size_t>(tokens * x_stride), 6);
-  const auto w = encode_weights(DType::kBF16, normal_floats(static_cast<size_t>(n_out * 136), 7));
-  const DenseWeights weights(DType::kBF16, w.bytes.data(), n_out, k_in, w_stride_bytes);
-  constexpr float kSentinel = 12345.0f;
-  std::vector<float> y(static_cast<size_t>(tokens * y_stride), kSentinel);
-  matmul(x.data(), tokens, x_stride, weights, y.data(), y_stride);
-
-  std::vector<float> x_packed, w_packed, y_packed;
-  for (int64_t t = 0; t < tokens; ++t) x_packed.insert(x_packed.end(), &x[t * x_stride], &x[t * x_stride + k_in]);
-  for (int64_t n = 0; n < n_out; ++n) w_packed.insert(w_packed.end(), &w.values[n * 136], &w.values[n * 136 + k_in]);
-  for (int64_t t = 0; t < tokens; ++t) {
-    y_packed.insert(y_packed.end(), &y[t * y_stride], &y[t * y_stride + n_out]);
-    for (int64_t n = n_out; n < y_stride; ++n) EXPECT_EQ(y[t * y_stride + n], kSentinel) << "row " << t << " col " << n;
+  for (auto [w_stride, w_offset] : {std::pair<int64_t, int64_t>{136, 0}, {135, 0}, {136, 1}}) {
+    const auto w = encode_weights(DType::kBF16, normal_floats(static_cast<size_t>(n_out * w_stride + 1), 7));
+    const DenseWeights weights(DType::kBF16, w.bytes.data() + 2 * w_offset, n_out, k_in, 2 * w_stride);
+    std::vector<float> x_packed, w_packed;
+    for (int64_t t = 0; t < tokens; ++t) x_packed.insert(x_packed.end(), &x[t * x_stride], &x[t * x_stride + k_in]);
+    for (int64_t n = 0; n < n_out; ++n) {
+      const float* row = &w.values[static_cast<size_t>(n * w_stride + w_offset)];
+      w_packed.insert(w_packed.end(), row, row + k_in);
+    }
+    for (MatmulCompute compute : {MatmulCompute::kF32, MatmulCompute::kBF16}) {
+      const std::string what = "W stride " + std::to_string(w_stride) + " offset " + std::to_string(w_offset) +
+                               (compute == MatmulCompute::kBF16 ? " bf16 mode" : " f32 mode");
+      constexpr float kSentinel = 12345.0f;
+      std::vector<float> y(static_cast<size_t>(tokens * y_stride), kSentinel);
+      matmul(x.data(), tokens, x_stride, weights, y.data(), y_stride, MatmulOptions{compute, false});
+      std::vector<float> y_packed;
+      for (int64_t t = 0; t < tokens; ++t) {
+        y_packed.insert(y_packed.end(), &y[t * y_stride], &y[t * y_stride + n_out]);
+        for (int64_t n = n_out; n < y_stride; ++n) {
+          EXPECT_EQ(y[t * y_stride + n], kSentinel) << what << ": row " << t << " col " << n;
+        }
+      }
+      const bool bf16 = compute == MatmulCompute::kBF16;
+      expect_within(
+          y_packed,
+          reference_matmul(bf16 ? rounded_to(x_packed, DType::kBF16) : x_packed, w_packed, tokens, k_in, n_out),
+          f32_sum_bound(k_in), what);
+    }
   }
-  expect_within(y_packed, reference_matmul(x_packed, w_packed, tokens, k_in, n_out), f32_sum_bound(k_in), "strided");
 }
 
 TEST_P(VerifyKernels, MatmulOfEmptySumsAndEmptyShapes) {
@@ -371,21 +401,25 @@ TEST_P(VerifyKernels, MatmulOfEmptySumsAndEmptyShapes) {
 
 // A quantised encoding plugged in through WeightMatrix only: int8 codes with one f32 scale per row. It also checks
 // the tile contract the GEMM promises to decoders.
-class Int8RowScaled final : public WeightMatrix {
+class ScaledInt8Rows final : public WeightMatrix {
  public:
-  Int8RowScaled(std::vector<int8_t> codes, std::vector<float> scales, int64_t rows, int64_t cols)
+  ScaledInt8Rows(std::vector<int8_t> codes, std::vector<float> scales, int64_t rows, int64_t cols)
       : WeightMatrix(rows, cols), codes_(std::move(codes)), scales_(std::move(scales)) {}
   void decode_f32(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end, float* dst,
                   int64_t dst_stride) const override {
-    const bool aligned = col_begin % kWeightTileColAlign == 0 && (col_end % kWeightTileColAlign == 0 || col_end == cols());
-    if (row_end - row_begin > kWeightTileRows || !aligned || row_end > rows() || col_end > cols()) contract_broken_ = true;
+    const bool aligned =
+        col_begin % kWeightTileColAlign == 0 && (col_end % kWeightTileColAlign == 0 || col_end == cols());
+    if (row_end - row_begin > kWeightTileRows || !aligned || row_end > rows() || col_end > cols())
+      contract_broken_ = true;
     for (int64_t r = row_begin; r < row_end; ++r) {
       for (int64_t c = col_begin; c < col_end; ++c) {
         dst[(r - row_begin) * dst_stride + (c - col_begin)] = codes_[r * cols() + c] * scales_[r];
       }
     }
   }
-  std::string describe() const override { return "int8 row-scaled [" + std::to_string(rows()) + ", " + std::to_string(cols()) + "]"; }
+  std::string describe() const override {
+    return "int8 row-scaled [" + std::to_string(rows()) + ", " + std::to_string(cols()) + "]";
+  }
   bool contract_broken() const { return contract_broken_; }
 
  private:
@@ -405,7 +439,7 @@ TEST_P(VerifyKernels, QuantisedWeightsPlugInAsARowDecoder) {
   for (int64_t r = 0; r < n_out; ++r) {
     for (int64_t c = 0; c < k_in; ++c) values[r * k_in + c] = codes[r * k_in + c] * scales[r];
   }
-  const Int8RowScaled weights(codes, scales, n_out, k_in);
+  const ScaledInt8Rows weights(codes, scales, n_out, k_in);
   const auto x = normal_floats(static_cast<size_t>(tokens * k_in), 10);
   expect_within(run_matmul(x, tokens, weights, MatmulCompute::kF32), reference_matmul(x, values, tokens, k_in, n_out),
                 f32_sum_bound(k_in), "int8 f32 mode");
@@ -416,11 +450,34 @@ TEST_P(VerifyKernels, QuantisedWeightsPlugInAsARowDecoder) {
   EXPECT_FALSE(weights.contract_broken()) << "the GEMM asked for a tile outside the documented contract";
 }
 
+// A decoder that fails on one tile: matmul must hand the exception to its caller (not terminate in a thread).
+class FailingWeights final : public WeightMatrix {
+ public:
+  FailingWeights(int64_t rows, int64_t cols) : WeightMatrix(rows, cols) {}
+  void decode_f32(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end, float* dst,
+                  int64_t dst_stride) const override {
+    if (row_end > rows() / 2) throw FormatError("tensor 'w': corrupt block at row " + std::to_string(row_begin));
+    for (int64_t r = row_begin; r < row_end; ++r)
+      std::fill_n(dst + (r - row_begin) * dst_stride, col_end - col_begin, 1.0f);
+  }
+  std::string describe() const override { return "failing"; }
+};
+
+TEST_P(VerifyKernels, MatmulPassesADecoderFailureToTheCaller) {
+  const FailingWeights weights(1000, 352);
+  const auto x = normal_floats(37 * 352, 18);
+  std::vector<float> y(37 * 1000);
+  for (MatmulCompute compute : {MatmulCompute::kF32, MatmulCompute::kBF16}) {
+    EXPECT_THROW(matmul(x.data(), 37, weights, y.data(), MatmulOptions{compute, false}), FormatError);
+  }
+}
+
 // ---- matrix product: determinism ---------------------------------------------------------------------------------
 
-// N = 200 (generic) and 600 (AVX-512) also get narrower work items with 2 threads than with 1.
+// N = 100 (generic f32, 8-wide panels), 200 (generic bf16, 16-wide) and 600 (AVX-512, 48-wide) are 13 panels: two
+// per work item with 1 thread, one with 2 threads — different blocking, same bits.
 TEST_P(VerifyKernelsPerIsa, MatmulIsBitIdenticalForOneAndTwoThreads) {
-  for (int64_t n_out : {200, 600, 1000}) {
+  for (int64_t n_out : {100, 200, 600, 1000}) {
     const GemmShape s{37, 352, n_out};
     const auto x = normal_floats(static_cast<size_t>(s.tokens * s.k_in), 11);
     const auto w = encode_weights(DType::kF16, normal_floats(static_cast<size_t>(s.n_out * s.k_in), 12));
@@ -498,8 +555,10 @@ void check_decoder_on_every_code(DType dtype) {
   const int64_t codes = int64_t{1} << bits;
   std::vector<uint8_t> bytes(static_cast<size_t>(codes * bits / 8));
   for (int64_t c = 0; c < codes; ++c) {
-    if (bits == 8) bytes[static_cast<size_t>(c)] = static_cast<uint8_t>(c);
-    else std::memcpy(&bytes[static_cast<size_t>(2 * c)], &c, 2);  // little-endian 16-bit code
+    if (bits == 8)
+      bytes[static_cast<size_t>(c)] = static_cast<uint8_t>(c);
+    else
+      std::memcpy(&bytes[static_cast<size_t>(2 * c)], &c, 2);  // little-endian 16-bit code
   }
   std::vector<float> expected(static_cast<size_t>(codes));
   convert_to_f32(dtype, bytes.data(), expected.data(), expected.size());
@@ -519,7 +578,8 @@ void check_decoder_on_every_code(DType dtype) {
         const float got = f32[static_cast<size_t>(i)];
         const float got_bf16 = bf16_to_f32(bf16[static_cast<size_t>(i)]);
         const float want_bf16 = bf16_to_f32(f32_to_bf16(want));
-        const bool f32_ok = std::isnan(want) ? std::isnan(got) : std::bit_cast<uint32_t>(got) == std::bit_cast<uint32_t>(want);
+        const bool f32_ok =
+            std::isnan(want) ? std::isnan(got) : std::bit_cast<uint32_t>(got) == std::bit_cast<uint32_t>(want);
         const bool bf16_ok = std::isnan(want) ? std::isnan(got_bf16)
                                               : std::bit_cast<uint32_t>(got_bf16) == std::bit_cast<uint32_t>(want_bf16);
         if ((!f32_ok || !bf16_ok) && ++mismatches <= 5) {
@@ -533,8 +593,8 @@ void check_decoder_on_every_code(DType dtype) {
 }
 
 TEST(VerifyKernelsDecoders, EveryCodeOfEveryDtypeDecodesExactly) {
-  for (DType dtype : {DType::kBF16, DType::kF16, DType::kF8_E4M3, DType::kF8_E5M2, DType::kF8_E4M3FNUZ,
-                      DType::kF8_E5M2FNUZ}) {
+  for (DType dtype :
+       {DType::kBF16, DType::kF16, DType::kF8_E4M3, DType::kF8_E5M2, DType::kF8_E4M3FNUZ, DType::kF8_E5M2FNUZ}) {
     check_decoder_on_every_code(dtype);
   }
 }
@@ -542,8 +602,15 @@ TEST(VerifyKernelsDecoders, EveryCodeOfEveryDtypeDecodesExactly) {
 TEST(VerifyKernelsDecoders, F32RowsRoundToBf16AsTheScalarCodec) {
   auto values = normal_floats(4099, 17, 3.0f);
   // Specials and rounding ties: ±0, ±inf, NaN, a subnormal, exact bf16 midpoints with even and odd neighbours.
-  const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-40f, std::bit_cast<float>(0x3f808000u),
-                            std::bit_cast<float>(0x3f818000u), std::bit_cast<float>(0x7f7fffffu)};
+  const float specials[] = {0.0f,
+                            -0.0f,
+                            INFINITY,
+                            -INFINITY,
+                            NAN,
+                            1e-40f,
+                            std::bit_cast<float>(0x3f808000u),
+                            std::bit_cast<float>(0x3f818000u),
+                            std::bit_cast<float>(0x7f7fffffu)};
   std::copy(std::begin(specials), std::end(specials), values.begin());
   const DenseWeights row(DType::kF32, values.data(), 1, static_cast<int64_t>(values.size()));
   for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx512}) {
@@ -592,13 +659,15 @@ TEST(VerifyKernelsIsa, NamesRoundTripAndForcingIsReversible) {
 // Run in a child process by the next test, with HXFORGE_FORCE_ISA set.
 TEST(VerifyKernelsIsa, ChildReportsTheEnvironmentChoice) {
   const char* forced = std::getenv("HXFORGE_FORCE_ISA");
-  if (forced == nullptr) GTEST_SKIP() << "only meaningful with HXFORGE_FORCE_ISA set (see EnvironmentVariableForcesFamily)";
+  if (forced == nullptr)
+    GTEST_SKIP() << "only meaningful with HXFORGE_FORCE_ISA set (see EnvironmentVariableForcesFamily)";
   EXPECT_EQ(std::string(cpu_isa_name(active_cpu_isa())), forced);
 }
 
 TEST(VerifyKernelsIsa, EnvironmentVariableForcesFamily) {
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  const std::string child = test::shell_quote(self) + " --gtest_filter=VerifyKernelsIsa.ChildReportsTheEnvironmentChoice";
+  const std::string child =
+      test::shell_quote(self) + " --gtest_filter=VerifyKernelsIsa.ChildReportsTheEnvironmentChoice";
   const auto generic = test::run_command("HXFORGE_FORCE_ISA=generic " + child);
   EXPECT_EQ(generic.exit_code, 0) << generic.output;
   EXPECT_NE(generic.output.find("[  PASSED  ] 1 test"), std::string::npos) << generic.output;
@@ -629,7 +698,8 @@ class TorchReference {
 
  private:
   void write(const std::string& name, const void* data, size_t bytes) {
-    std::ofstream(dir_.file(name + ".bin"), std::ios::binary).write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+    std::ofstream(dir_.file(name + ".bin"), std::ios::binary)
+        .write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
   }
   template <typename T>
   std::vector<T> read(const std::string& name) const {
@@ -644,8 +714,8 @@ class TorchReference {
   std::string output_;
 };
 
-#define REQUIRE_TORCH()                                                                            \
-  do {                                                                                             \
+#define REQUIRE_TORCH()                                                                                \
+  do {                                                                                                 \
     if (!test::python_torch_available()) GTEST_SKIP() << "torch is not importable by " HXFORGE_PYTHON; \
   } while (0)
 
@@ -673,21 +743,26 @@ TEST(VerifyKernelsTorch, RmsNormGemmaAndLlamaInF32AndBf16) {
     const auto w = rounded_to(normal_floats(static_cast<size_t>(dim), 21, 0.5f, 1.0f), c.activation);
     TorchReference torch({{"style", c.style == RmsNormStyle::kGemma ? "gemma" : "llama"},
                           {"dtype", c.activation == DType::kF32 ? "float32" : "bfloat16"},
-                          {"rows", rows}, {"dim", dim}, {"eps", c.eps}, {"weighted", c.weighted}});
+                          {"rows", rows},
+                          {"dim", dim},
+                          {"eps", c.eps},
+                          {"weighted", c.weighted}});
     torch.put("x", x);
     torch.put("w", w);
     ASSERT_TRUE(torch.run("rms_norm")) << torch.output();
     const auto expected = torch.get("y");
 
     std::vector<float> y(x.size());
-    rms_norm(x.data(), y.data(), rows, dim, RmsNormParams{c.style, c.eps, c.weighted ? w.data() : nullptr, c.activation});
+    rms_norm(x.data(), y.data(), rows, dim,
+             RmsNormParams{c.style, c.eps, c.weighted ? w.data() : nullptr, c.activation});
     ASSERT_EQ(expected.size(), y.size());
     int flipped = 0;
     for (size_t i = 0; i < y.size(); ++i) {
       if (c.activation == DType::kF32) {
         ASSERT_NEAR(y[i], expected[i], kRmsNormF32Rel * std::fabs(expected[i])) << c.name << " at " << i;
       } else {
-        ASSERT_LE(bf16_ulp_distance(y[i], expected[i]), kRmsNormBf16MaxUlps) << c.name << " at " << i << ": " << y[i] << " vs " << expected[i];
+        ASSERT_LE(bf16_ulp_distance(y[i], expected[i]), kRmsNormBf16MaxUlps)
+            << c.name << " at " << i << ": " << y[i] << " vs " << expected[i];
         flipped += y[i] != expected[i];
       }
     }
@@ -723,9 +798,12 @@ TEST(VerifyKernelsTorch, RopeDefaultAndProportional) {
     const int64_t d = c.params.head_dim;
     const auto x = rounded_to(normal_floats(static_cast<size_t>(positions.size()) * heads * d, 30), c.activation);
     TorchReference torch({{"type", c.params.type == RopeType::kDefault ? "default" : "proportional"},
-                          {"theta", c.params.theta}, {"head_dim", d},
-                          {"partial_rotary_factor", c.params.partial_rotary_factor}, {"positions", positions},
-                          {"heads", heads}, {"dtype", c.activation == DType::kF32 ? "float32" : "bfloat16"}});
+                          {"theta", c.params.theta},
+                          {"head_dim", d},
+                          {"partial_rotary_factor", c.params.partial_rotary_factor},
+                          {"positions", positions},
+                          {"heads", heads},
+                          {"dtype", c.activation == DType::kF32 ? "float32" : "bfloat16"}});
     torch.put("x", x);
     ASSERT_TRUE(torch.run("rope")) << torch.output();
 
@@ -734,7 +812,8 @@ TEST(VerifyKernelsTorch, RopeDefaultAndProportional) {
     ASSERT_EQ(inv_freq.size(), torch_inv_freq.size()) << c.name;
     for (size_t i = 0; i < inv_freq.size(); ++i) {
       EXPECT_LE(ulp_distance(inv_freq[i], torch_inv_freq[i]), kInvFreqMaxUlps) << c.name << " inv_freq[" << i << "]";
-      if (c.params.type == RopeType::kProportional && i >= static_cast<size_t>(c.params.partial_rotary_factor * d / 2)) {
+      if (c.params.type == RopeType::kProportional &&
+          i >= static_cast<size_t>(c.params.partial_rotary_factor * d / 2)) {
         EXPECT_EQ(inv_freq[i], 0.0f) << c.name << ": pairs beyond the rotated fraction must not rotate";
       }
     }
@@ -761,7 +840,8 @@ TEST(VerifyKernelsTorch, RopeDefaultAndProportional) {
         const size_t at = row * static_cast<size_t>(d) + static_cast<size_t>(i);
         const size_t partner = row * static_cast<size_t>(d) + static_cast<size_t>((i + d / 2) % d);
         if (c.activation == DType::kF32) {
-          ASSERT_NEAR(y[at], expected[at], kRopeRel * (std::fabs(x[at]) + std::fabs(x[partner]))) << c.name << " at " << at;
+          ASSERT_NEAR(y[at], expected[at], kRopeRel * (std::fabs(x[at]) + std::fabs(x[partner])))
+              << c.name << " at " << at;
         } else {  // same bf16 operations in the same order: identical
           ASSERT_EQ(y[at], expected[at]) << c.name << " at " << at;
         }
@@ -814,10 +894,16 @@ TEST(VerifyKernelsTorch, WindowedCausalGqaAttention) {
     // Gemma's q/k are RMS-normalised: unit-scale entries keep scores O(1)·sqrt(d) · scale.
     const auto q = rounded_to(normal_floats(static_cast<size_t>(c.tokens * p.q_heads * p.head_dim), 40, 0.4f), act);
     const auto k = rounded_to(normal_floats(static_cast<size_t>(c.cache_len * p.kv_heads * p.head_dim), 41, 0.4f), act);
-    const auto v = rounded_to(uniform_floats(static_cast<size_t>(c.cache_len * p.kv_heads * p.head_dim), 42, -4, 4), act);
-    TorchReference torch({{"q_heads", p.q_heads}, {"kv_heads", p.kv_heads}, {"head_dim", p.head_dim},
-                          {"scale", p.scale}, {"window", p.sliding_window}, {"tokens", c.tokens},
-                          {"cache_len", c.cache_len}, {"dtype", act == DType::kF32 ? "float64" : "bfloat16"}});
+    const auto v =
+        rounded_to(uniform_floats(static_cast<size_t>(c.cache_len * p.kv_heads * p.head_dim), 42, -4, 4), act);
+    TorchReference torch({{"q_heads", p.q_heads},
+                          {"kv_heads", p.kv_heads},
+                          {"head_dim", p.head_dim},
+                          {"scale", p.scale},
+                          {"window", p.sliding_window},
+                          {"tokens", c.tokens},
+                          {"cache_len", c.cache_len},
+                          {"dtype", act == DType::kF32 ? "float64" : "bfloat16"}});
     torch.put("q", q);
     torch.put("k", k);
     torch.put("v", v);
@@ -827,11 +913,13 @@ TEST(VerifyKernelsTorch, WindowedCausalGqaAttention) {
     if (act == DType::kF32) {
       const auto expected = torch.get_f64("out_f64");
       ASSERT_EQ(expected.size(), out.size());
-      for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], expected[i], kAttentionF32Abs) << c.name << " at " << i;
+      for (size_t i = 0; i < out.size(); ++i)
+        ASSERT_NEAR(out[i], expected[i], kAttentionF32Abs) << c.name << " at " << i;
     } else {
       const auto expected = torch.get("out");
       ASSERT_EQ(expected.size(), out.size());
-      for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], expected[i], kAttentionBf16Abs) << c.name << " at " << i;
+      for (size_t i = 0; i < out.size(); ++i)
+        ASSERT_NEAR(out[i], expected[i], kAttentionBf16Abs) << c.name << " at " << i;
     }
   }
 }
@@ -854,7 +942,8 @@ TEST(VerifyKernelsTorch, ActivationsAndGluCombine) {
     ASSERT_EQ(expected.size(), got.size()) << name;
     const bool gelu_based = name == "gelu_tanh" || name == "geglu";
     for (size_t i = 0; i < got.size(); ++i) {
-      const double cancellation = gelu_based ? kGeluCancellation * std::fabs(x[i]) * (name == "geglu" ? std::fabs(up[i]) : 1.0) : 0.0;
+      const double cancellation =
+          gelu_based ? kGeluCancellation * std::fabs(x[i]) * (name == "geglu" ? std::fabs(up[i]) : 1.0) : 0.0;
       ASSERT_NEAR(got[i], expected[i], kActivationRel * std::fabs(expected[i]) + kActivationAbs + cancellation)
           << name << "(" << x[i] << ")";
     }
@@ -889,7 +978,7 @@ RwkvData make_rwkv_data(int64_t tokens, int64_t heads, int64_t n) {
   d.r = normal_floats(size, 60, 0.5f);
   d.k = normal_floats(size, 61, 0.5f);
   d.v = normal_floats(size, 62);
-  d.a = uniform_floats(size, 63, 0.05f, 0.95f);                 // sigmoid output
+  d.a = uniform_floats(size, 63, 0.05f, 0.95f);  // sigmoid output
   const auto z = normal_floats(size, 64, 2.0f, -1.0f);
   std::vector<float> omega(size);
   d.decay.resize(size);
@@ -905,16 +994,21 @@ RwkvData make_rwkv_data(int64_t tokens, int64_t heads, int64_t n) {
 
 Rwkv7Inputs rwkv_inputs(const RwkvData& d, int64_t first_token) {
   const int64_t offset = first_token * d.heads * d.n;
-  return {d.r.data() + offset, d.decay.data() + offset, d.k.data() + offset, d.v.data() + offset,
-          d.remove.data() + offset, d.replace.data() + offset};
+  return {d.r.data() + offset, d.decay.data() + offset,  d.k.data() + offset,
+          d.v.data() + offset, d.remove.data() + offset, d.replace.data() + offset};
 }
 
 TEST(VerifyKernelsTorch, Rwkv7RecurrenceMatchesAFloat64TokenLoop) {
   REQUIRE_TORCH();
   const RwkvData d = make_rwkv_data(24, 3, 32);
   TorchReference torch({{"tokens", d.tokens}, {"heads", d.heads}, {"head_dim", d.n}});
-  for (auto [name, values] : {std::pair<const char*, const std::vector<float>*>{"r", &d.r}, {"decay", &d.decay},
-                              {"k", &d.k}, {"v", &d.v}, {"kk", &d.kk}, {"a", &d.a}, {"state", &d.state}}) {
+  for (auto [name, values] : {std::pair<const char*, const std::vector<float>*>{"r", &d.r},
+                              {"decay", &d.decay},
+                              {"k", &d.k},
+                              {"v", &d.v},
+                              {"kk", &d.kk},
+                              {"a", &d.a},
+                              {"state", &d.state}}) {
     torch.put(name, *values);
   }
   ASSERT_TRUE(torch.run("rwkv7")) << torch.output();
@@ -933,11 +1027,13 @@ TEST(VerifyKernelsTorch, Rwkv7RecurrenceMatchesAFloat64TokenLoop) {
       for (int64_t i = 0; i < d.n; ++i) r_magnitude += std::fabs(d.r[static_cast<size_t>((t * d.heads + h) * d.n + i)]);
       for (int64_t j = 0; j < d.n; ++j) {
         const size_t at = static_cast<size_t>((t * d.heads + h) * d.n + j);
-        ASSERT_NEAR(y[at], expected_y[at], kRwkvRel * r_magnitude * state_scale) << "token " << t << " head " << h << " j " << j;
+        ASSERT_NEAR(y[at], expected_y[at], kRwkvRel * r_magnitude * state_scale)
+            << "token " << t << " head " << h << " j " << j;
       }
     }
   }
-  for (size_t i = 0; i < state.size(); ++i) ASSERT_NEAR(state[i], expected_state[i], kRwkvRel * state_scale) << "state " << i;
+  for (size_t i = 0; i < state.size(); ++i)
+    ASSERT_NEAR(state[i], expected_state[i], kRwkvRel * state_scale) << "state " << i;
 }
 
 TEST(VerifyKernelsTorch, Rwkv7PiecesAroundTheRecurrence) {
@@ -952,8 +1048,13 @@ TEST(VerifyKernelsTorch, Rwkv7PiecesAroundTheRecurrence) {
   const auto y = normal_floats(size, 75);
   const auto bonus = normal_floats(static_cast<size_t>(heads * n), 76, 0.1f);
   TorchReference torch({{"tokens", tokens}, {"heads", heads}, {"head_dim", n}});
-  for (auto [name, values] : {std::pair<const char*, const std::vector<float>*>{"z", &z}, {"k", &k}, {"a", &a},
-                              {"r", &r}, {"v", &v}, {"y", &y}, {"bonus", &bonus}}) {
+  for (auto [name, values] : {std::pair<const char*, const std::vector<float>*>{"z", &z},
+                              {"k", &k},
+                              {"a", &a},
+                              {"r", &r},
+                              {"v", &v},
+                              {"y", &y},
+                              {"bonus", &bonus}}) {
     torch.put(name, *values);
   }
   ASSERT_TRUE(torch.run("rwkv7_pieces")) << torch.output();
@@ -1013,8 +1114,8 @@ TEST(VerifyKernelsRwkv, PrefillThenDecodeEqualsOneCallBitForBit) {
   auto state = d.state;
   std::vector<float> y(d.r.size());
   const int64_t per_token = d.heads * d.n;
-  rwkv7_recurrence(rwkv_inputs(d, 0), 8, d.heads, d.n, state.data(), y.data());          // prefill 8 tokens
-  for (int64_t t = 8; t < d.tokens; ++t) {                                                // then one at a time
+  rwkv7_recurrence(rwkv_inputs(d, 0), 8, d.heads, d.n, state.data(), y.data());  // prefill 8 tokens
+  for (int64_t t = 8; t < d.tokens; ++t) {                                       // then one at a time
     rwkv7_recurrence(rwkv_inputs(d, t), 1, d.heads, d.n, state.data(), y.data() + t * per_token);
   }
   EXPECT_TRUE(same_bits(y, y_once));
@@ -1029,19 +1130,21 @@ TEST(VerifyKernelsAttention, SlidingWindowSeesExactlyTheLastWPositions) {
   std::vector<float> v(static_cast<size_t>(cache));
   for (int64_t j = 0; j < cache; ++j) v[static_cast<size_t>(j)] = static_cast<float>(j);
   std::vector<float> out(static_cast<size_t>(tokens));
-  causal_attention(AttentionParams{1, 1, 1, 1.0f, window, DType::kF32}, q.data(), tokens, k.data(), v.data(), cache, out.data());
+  causal_attention(AttentionParams{1, 1, 1, 1.0f, window, DType::kF32}, q.data(), tokens, k.data(), v.data(), cache,
+                   out.data());
   for (int64_t t = 0; t < tokens; ++t) {
     const int64_t p = cache - tokens + t;  // positions p-2, p-1, p
     EXPECT_FLOAT_EQ(out[static_cast<size_t>(t)], static_cast<float>(p - 1)) << "query at position " << p;
   }
-  causal_attention(AttentionParams{1, 1, 1, 1.0f, 0, DType::kF32}, q.data(), tokens, k.data(), v.data(), cache, out.data());
+  causal_attention(AttentionParams{1, 1, 1, 1.0f, 0, DType::kF32}, q.data(), tokens, k.data(), v.data(), cache,
+                   out.data());
   for (int64_t t = 0; t < tokens; ++t) {
     const int64_t p = cache - tokens + t;  // positions 0..p
     EXPECT_FLOAT_EQ(out[static_cast<size_t>(t)], static_cast<float>(p) / 2.0f) << "query at position " << p;
   }
-  EXPECT_THROW(causal_attention(AttentionParams{3, 2, 1, 1.0f, 0, DType::kF32}, q.data(), 1, k.data(), v.data(), 1,
-                                out.data()),
-               UsageError)
+  EXPECT_THROW(
+      causal_attention(AttentionParams{3, 2, 1, 1.0f, 0, DType::kF32}, q.data(), 1, k.data(), v.data(), 1, out.data()),
+      UsageError)
       << "q heads must be a multiple of kv heads";
 }
 

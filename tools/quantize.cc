@@ -1,6 +1,6 @@
 // hxforge quantize MODEL --scheme {int8,fp8,fp6,fp5,int4} [--group-size N] [--policy FILE|PRESET]
 //                        [--layout portable|torchao-tc|gemlite] [--fp8-scale row|tensor] --out PATH
-//                        [--report FILE.json] [--force]
+//                        [--report FILE.json] [--force] [--dry-run]
 // Streams the weights the architecture table marks quantizable from the mapped input through the codecs of quant/
 // into a quantized safetensors checkpoint (quant/quantized_checkpoint.h), with config.json and a per-tensor report.
 #include <unistd.h>
@@ -42,8 +42,9 @@ void declare(po::options_description& options, po::positional_options_descriptio
       ("layout", po::value<std::string>()->default_value("portable"),
        "packing: portable (every scheme), torchao-tc (fp6/fp5, FP6-LLM kernels), gemlite (int4)")
       ("fp8-scale", po::value<std::string>(), "fp8 scales: row (default) or tensor")
-      ("out", po::value<std::string>()->required(), "output: a folder (model.safetensors + config.json) or NAME.safetensors")
+      ("out", po::value<std::string>(), "output: a folder (model.safetensors + config.json) or NAME.safetensors")
       ("report", po::value<std::string>(), "write the per-tensor error report (JSON) here")
+      ("dry-run", "quantize and report, write no checkpoint (--out is not needed)")
       ("force", "replace OUT if it exists");
   positional.add("model", 1);
 }
@@ -162,12 +163,14 @@ void print_summary(const QuantizeResult& result, const std::string& out) {
 }
 
 int run(const po::variables_map& args) {
-  const std::string model = args["model"].as<std::string>(), out = args["out"].as<std::string>();
+  const bool dry_run = args.count("dry-run") > 0;
+  if (!dry_run && !args.count("out")) throw UsageError("give --out PATH (or --dry-run)");
+  const std::string model = args["model"].as<std::string>(), out = dry_run ? "" : args["out"].as<std::string>();
   const bool overwrite = args.count("force") > 0;
   const QuantRequest request = request_from(args);
   const QuantPolicyRules rules = rules_from(args);
   if (!request.scheme && !args.count("policy")) throw UsageError("give --scheme or --policy");
-  if (path_exists(out) && !overwrite) throw UsageError(out + " exists; add --force to replace it");
+  if (!dry_run && path_exists(out) && !overwrite) throw UsageError(out + " exists; add --force to replace it");
 
   const Checkpoint ckpt = open_checkpoint(model);
   if (read_quantization(ckpt))  // validates the description first: a hostile file fails with its own problem
@@ -194,7 +197,9 @@ int run(const po::variables_map& args) {
 
   QuantizeResult result;
   const bool single_file = fs::path(out).extension() == ".safetensors";
-  if (single_file) {
+  if (dry_run) {
+    result = write_quantized_checkpoint(ckpt, plan, "", options);
+  } else if (single_file) {
     options.overwrite = overwrite;
     result = write_quantized_checkpoint(ckpt, plan, out, options);
   } else {
@@ -229,7 +234,7 @@ int run(const po::variables_map& args) {
     fs::rename(temp, path, ec);
     if (ec) throw IoError("cannot rename " + temp + " to " + path + ": " + ec.message());
   }
-  if (!quiet(args)) print_summary(result, out);
+  if (!quiet(args)) print_summary(result, dry_run ? "(dry run, nothing written)" : out);
   return 0;
 }
 
@@ -238,7 +243,8 @@ int run(const po::variables_map& args) {
 const Subcommand kQuantize = {
     "quantize",
     "quantize MODEL --scheme {int8,fp8,fp6,fp5,int4} [--group-size N] [--policy FILE|PRESET] "
-    "[--layout portable|torchao-tc|gemlite] [--fp8-scale row|tensor] --out PATH [--report FILE.json] [--force]",
+    "[--layout portable|torchao-tc|gemlite] [--fp8-scale row|tensor] --out PATH [--report FILE.json] [--force] "
+    "[--dry-run]",
     "quantize the weights the architecture table marks quantizable; writes a quantized checkpoint and a per-tensor "
     "error report",
     "hxforge quantize model/ --scheme int4 --group-size 64 --out model-int4/ --report int4.json", declare, run};

@@ -64,8 +64,10 @@ const EnvironmentChoice& environment_choice() {
 
 std::string_view cpu_isa_name(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::kGeneric: return "generic";
-    case CpuIsa::kAvx512: return "avx512";
+    case CpuIsa::kGeneric:
+      return "generic";
+    case CpuIsa::kAvx512:
+      return "avx512";
   }
   return "?";
 }

@@ -25,10 +25,15 @@ constexpr int64_t kRowGrain = 64;
 
 float round_to_activation(float x, DType activation) {
   switch (activation) {
-    case DType::kF32: return x;
-    case DType::kBF16: return bf16_to_f32(f32_to_bf16(x));
-    case DType::kF16: return f16_to_f32(f32_to_f16(x));
-    default: check_activation(activation); return x;
+    case DType::kF32:
+      return x;
+    case DType::kBF16:
+      return bf16_to_f32(f32_to_bf16(x));
+    case DType::kF16:
+      return f16_to_f32(f32_to_f16(x));
+    default:
+      check_activation(activation);
+      return x;
   }
 }
 
@@ -103,8 +108,9 @@ std::vector<float> rope_inv_freq(const RopeParams& params) {
   if (!(params.theta > 0.0)) throw UsageError("RoPE theta must be positive");
   if (params.type == RopeType::kNone) throw UnsupportedError("rope_inv_freq: RoPE type 'none' has no frequencies");
   if (params.type == RopeType::kDefault && params.partial_rotary_factor != 1.0) {
-    throw UnsupportedError("rope_inv_freq: partial rotary with the default RoPE type (rotating only the first dims) "
-                           "is not implemented");
+    throw UnsupportedError(
+        "rope_inv_freq: partial rotary with the default RoPE type (rotating only the first dims) "
+        "is not implemented");
   }
   int64_t rotated = d / 2;
   if (params.type == RopeType::kProportional) {

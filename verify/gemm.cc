@@ -12,7 +12,11 @@
 // Every output element is one chain over k = 0..K-1 in order (chunks continue the chain through the C buffer),
 // so neither the thread count, nor the blocking, nor the number of tokens changes a bit of the result.
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstring>
+#include <exception>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,9 +29,9 @@
 namespace hx {
 namespace {
 
-constexpr int64_t kRowsPerBlock = 256;   // token rows packed at once: rows·K·4 bytes of A (4 MiB for K = 4096)
-constexpr int64_t kPanelsPerBlock = 2;   // nr-wide panels per parallel work item (1 when that leaves too few items)
-constexpr int64_t kBlocksPerThread = 4;  // work items per thread below which blocks shrink to one panel
+constexpr int64_t kRowsPerBlock = 256;     // token rows packed at once: rows·K·4 bytes of A (4 MiB for K = 4096)
+constexpr int64_t kPanelsPerBlock = 2;     // nr-wide panels per parallel work item (1 when that leaves too few items)
+constexpr int64_t kBlocksPerThread = 4;    // work items per thread below which blocks shrink to one panel
 constexpr int64_t kLongChunkCells = 2048;  // k chunk when the tokens fit one micro-tile: tile + panel ≤ 768 KiB (L2)
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -41,11 +45,11 @@ const gemm::KernelSet& choose_kernels(bool bf16) {
 struct Plan {
   const gemm::KernelSet* ks;
   int64_t tokens, n_out, k_in;
-  int64_t k_per_cell;     // 1 (f32) or 2 (bf16 pairs)
+  int64_t k_per_cell;  // 1 (f32) or 2 (bf16 pairs)
   int64_t kc_cells;
-  int64_t chunk_k;        // k values per chunk
+  int64_t chunk_k;  // k values per chunk
   int64_t chunks;
-  int64_t block_cols;     // output features per parallel work item
+  int64_t block_cols;  // output features per parallel work item
   int64_t blocks;
 
   int64_t chunk_begin(int64_t c) const { return c * chunk_k; }
@@ -54,8 +58,7 @@ struct Plan {
 };
 
 // A panels of rows [m0, m0 + rows) for chunk c, laid out tile after tile: tile i (rows i·mr …) is [cells][tile rows].
-void pack_a_chunk(const Plan& plan, const float* x, int64_t x_stride, int64_t m0, int64_t rows, int64_t c,
-                  void* slot) {
+void pack_a_chunk(const Plan& plan, const float* x, int64_t x_stride, int64_t m0, int64_t rows, int64_t c, void* slot) {
   const int64_t mr = plan.ks->mr;
   const int64_t k0 = plan.chunk_begin(c), k1 = plan.chunk_end(c), cells = plan.chunk_cells(c);
   for (int64_t tile0 = 0; tile0 < rows; tile0 += mr) {
@@ -102,8 +105,7 @@ void run_block(const Plan& plan, const WeightMatrix& w, const std::byte* a_packe
   const int64_t tiles = plan.chunks * panels;
   const auto tile_at = [&](int64_t i) {
     const int64_t c = i / panels, p = i % panels;
-    return Tile{n0 + p * ks.nr, std::min(n0 + cols, n0 + (p + 1) * ks.nr), plan.chunk_begin(c),
-                plan.chunk_end(c)};
+    return Tile{n0 + p * ks.nr, std::min(n0 + cols, n0 + (p + 1) * ks.nr), plan.chunk_begin(c), plan.chunk_end(c)};
   };
   const int64_t m_tiles = ceil_div(rows, ks.mr);
   for (int64_t i = 0; i < tiles; ++i) {
@@ -112,18 +114,28 @@ void run_block(const Plan& plan, const WeightMatrix& w, const std::byte* a_packe
     const int64_t cells = plan.chunk_cells(c);
     const std::byte* a_chunk = a_packed + static_cast<size_t>(c * a_slot_cells) * 4;
     const Tile ahead = i + 1 < tiles ? tile_at(i + 1) : Tile{0, 0, 0, 0};
-    if (ks.bf16) {
+    const int64_t tile_rows_now = tile_now.r1 - tile_now.r0;
+    int64_t stored_stride = 0;  // in bytes
+    const std::byte* stored =
+        w.stored_rows(ks.bf16 ? DType::kBF16 : DType::kF32, tile_now.r0, tile_now.k0, &stored_stride);
+    const bool whole_cells = stored_stride % 4 == 0 && reinterpret_cast<uintptr_t>(stored) % 4 == 0 &&
+                             (tile_now.k1 - tile_now.k0) % plan.k_per_cell == 0;
+    if (stored && whole_cells) {
+      // Already in the compute format (and in whole cells): pack straight from the weights, no decoded copy.
+      ks.pack_b(stored, stored_stride / 4, static_cast<int>(tile_rows_now), cells, panel);
+    } else if (ks.bf16) {
       auto* t = static_cast<uint16_t*>(tile);
       w.decode_bf16(tile_now.r0, tile_now.r1, tile_now.k0, tile_now.k1, t, 2 * max_cells);
       if ((tile_now.k1 - tile_now.k0) % 2 != 0) {  // odd K: the last pair's high half is zero, as in the A panel
-        for (int64_t r = 0; r < tile_now.r1 - tile_now.r0; ++r) {
+        for (int64_t r = 0; r < tile_rows_now; ++r) {
           t[r * 2 * max_cells + (tile_now.k1 - tile_now.k0)] = 0;
         }
       }
+      ks.pack_b(tile, max_cells, static_cast<int>(tile_rows_now), cells, panel);
     } else {
       w.decode_f32(tile_now.r0, tile_now.r1, tile_now.k0, tile_now.k1, static_cast<float*>(tile), max_cells);
+      ks.pack_b(tile, max_cells, static_cast<int>(tile_rows_now), cells, panel);
     }
-    ks.pack_b(tile, max_cells, static_cast<int>(tile_now.r1 - tile_now.r0), cells, panel);
     // Prefetch the next tile a few rows per micro-kernel call, so its bytes arrive while this tile is computed
     // (measured at T = 256: +10 %; one burst of all its prefetches before the calls gained only +3 %).
     const int64_t prefetch_rows = ceil_div(ahead.r1 - ahead.r0, m_tiles);
@@ -194,9 +206,22 @@ void matmul(const float* x, int64_t tokens, int64_t x_stride, const WeightMatrix
     });
     // Dynamic scheduling: which thread computes a block never changes its bits, and on a shared machine a
     // descheduled thread should not hold back half of the blocks.
+    // A decoder may throw (a corrupt quantised tensor, no memory): an exception must not leave an OpenMP region,
+    // so the first one is kept, the remaining blocks are skipped, and it is rethrown here.
+    std::exception_ptr failure;
+    std::atomic<bool> failed{false};
+    std::mutex failure_mutex;
     parallel_for_dynamic(0, plan.blocks, [&](int64_t block) {
-      run_block(plan, w, a_packed, slot_cells, m0, rows, block, y, y_stride, options.accumulate);
+      if (failed.load(std::memory_order_relaxed)) return;
+      try {
+        run_block(plan, w, a_packed, slot_cells, m0, rows, block, y, y_stride, options.accumulate);
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(failure_mutex);
+        if (!failure) failure = std::current_exception();
+        failed.store(true, std::memory_order_relaxed);
+      }
     });
+    if (failure) std::rethrow_exception(failure);
   }
 }
 

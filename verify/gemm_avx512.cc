@@ -45,9 +45,9 @@ HX_TARGET_AVX512 inline void transpose16x16(__m512i r[16]) {
   }
   // Now r[4q + j] holds, in each 128-bit lane L, cell 4L + j of rows 4q..4q+3. Gather the lanes.
   for (int j = 0; j < 4; ++j) {
-    const __m512i a = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);       // lanes 0,2 of each
+    const __m512i a = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);  // lanes 0,2 of each
     const __m512i b = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
-    const __m512i c = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);       // lanes 1,3 of each
+    const __m512i c = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);  // lanes 1,3 of each
     const __m512i d = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
     t[j] = _mm512_shuffle_i32x4(a, b, 0x88);       // lane 0 → cell j
     t[8 + j] = _mm512_shuffle_i32x4(a, b, 0xdd);   // lane 2 → cell 8 + j
@@ -79,8 +79,7 @@ HX_TARGET_AVX512 void pack_b(const void* tile, int64_t tile_stride, int rows, in
 // ---- micro-kernels ---------------------------------------------------------------------------------------------
 
 template <int Rows>
-HX_TARGET_AVX512 void micro_f32(int64_t k_cells, const float* a, const float* b, float* c, int64_t ldc,
-                                bool load_c) {
+HX_TARGET_AVX512 void micro_f32(int64_t k_cells, const float* a, const float* b, float* c, int64_t ldc, bool load_c) {
   __m512 acc[Rows][kVectors];
 #pragma GCC unroll 8
   for (int m = 0; m < Rows; ++m) {
@@ -136,19 +135,27 @@ HX_TARGET_AVX512_BF16 void micro_bf16(int64_t k_cells, const uint16_t* a, const 
   }
 }
 
-HX_TARGET_AVX512 void micro_kernel_f32(int64_t k_cells, const void* a_panel, const void* b_panel, float* c,
-                                       int64_t ldc, bool load_c, int rows) {
+HX_TARGET_AVX512 void micro_kernel_f32(int64_t k_cells, const void* a_panel, const void* b_panel, float* c, int64_t ldc,
+                                       bool load_c, int rows) {
   const auto* a = static_cast<const float*>(a_panel);
   const auto* b = static_cast<const float*>(b_panel);
   switch (rows) {
-    case 1: return micro_f32<1>(k_cells, a, b, c, ldc, load_c);
-    case 2: return micro_f32<2>(k_cells, a, b, c, ldc, load_c);
-    case 3: return micro_f32<3>(k_cells, a, b, c, ldc, load_c);
-    case 4: return micro_f32<4>(k_cells, a, b, c, ldc, load_c);
-    case 5: return micro_f32<5>(k_cells, a, b, c, ldc, load_c);
-    case 6: return micro_f32<6>(k_cells, a, b, c, ldc, load_c);
-    case 7: return micro_f32<7>(k_cells, a, b, c, ldc, load_c);
-    default: return micro_f32<8>(k_cells, a, b, c, ldc, load_c);
+    case 1:
+      return micro_f32<1>(k_cells, a, b, c, ldc, load_c);
+    case 2:
+      return micro_f32<2>(k_cells, a, b, c, ldc, load_c);
+    case 3:
+      return micro_f32<3>(k_cells, a, b, c, ldc, load_c);
+    case 4:
+      return micro_f32<4>(k_cells, a, b, c, ldc, load_c);
+    case 5:
+      return micro_f32<5>(k_cells, a, b, c, ldc, load_c);
+    case 6:
+      return micro_f32<6>(k_cells, a, b, c, ldc, load_c);
+    case 7:
+      return micro_f32<7>(k_cells, a, b, c, ldc, load_c);
+    default:
+      return micro_f32<8>(k_cells, a, b, c, ldc, load_c);
   }
 }
 
@@ -157,14 +164,22 @@ HX_TARGET_AVX512_BF16 void micro_kernel_bf16(int64_t k_cells, const void* a_pane
   const auto* a = static_cast<const uint16_t*>(a_panel);
   const auto* b = static_cast<const uint16_t*>(b_panel);
   switch (rows) {
-    case 1: return micro_bf16<1>(k_cells, a, b, c, ldc, load_c);
-    case 2: return micro_bf16<2>(k_cells, a, b, c, ldc, load_c);
-    case 3: return micro_bf16<3>(k_cells, a, b, c, ldc, load_c);
-    case 4: return micro_bf16<4>(k_cells, a, b, c, ldc, load_c);
-    case 5: return micro_bf16<5>(k_cells, a, b, c, ldc, load_c);
-    case 6: return micro_bf16<6>(k_cells, a, b, c, ldc, load_c);
-    case 7: return micro_bf16<7>(k_cells, a, b, c, ldc, load_c);
-    default: return micro_bf16<8>(k_cells, a, b, c, ldc, load_c);
+    case 1:
+      return micro_bf16<1>(k_cells, a, b, c, ldc, load_c);
+    case 2:
+      return micro_bf16<2>(k_cells, a, b, c, ldc, load_c);
+    case 3:
+      return micro_bf16<3>(k_cells, a, b, c, ldc, load_c);
+    case 4:
+      return micro_bf16<4>(k_cells, a, b, c, ldc, load_c);
+    case 5:
+      return micro_bf16<5>(k_cells, a, b, c, ldc, load_c);
+    case 6:
+      return micro_bf16<6>(k_cells, a, b, c, ldc, load_c);
+    case 7:
+      return micro_bf16<7>(k_cells, a, b, c, ldc, load_c);
+    default:
+      return micro_bf16<8>(k_cells, a, b, c, ldc, load_c);
   }
 }
 
@@ -177,8 +192,8 @@ HX_TARGET_AVX512 inline __m256i f32_to_bf16_bits(__m512 x) {
   const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
   const __m512i magnitude = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
   const __mmask16 nan = _mm512_cmpgt_epu32_mask(magnitude, _mm512_set1_epi32(0x7f800000));
-  const __m512i quiet = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x8000)),
-                                        _mm512_set1_epi32(0x7fc0));
+  const __m512i quiet =
+      _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x8000)), _mm512_set1_epi32(0x7fc0));
   return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
 }
 

@@ -43,10 +43,10 @@ namespace hx {
 // AVX512_BF16 and otherwise uses the generic bf16 kernels (same results, see matmul()).
 enum class CpuIsa : uint8_t { kGeneric, kAvx512 };
 
-std::string_view cpu_isa_name(CpuIsa isa);                          // "generic", "avx512"
-std::optional<CpuIsa> cpu_isa_from_name(std::string_view name);    // case-insensitive
-bool cpu_supports(CpuIsa isa);                                      // what this CPU and OS can run
-bool cpu_supports_bf16_dot();                                       // AVX512_BF16 (vdpbf16ps) on top of kAvx512
+std::string_view cpu_isa_name(CpuIsa isa);                       // "generic", "avx512"
+std::optional<CpuIsa> cpu_isa_from_name(std::string_view name);  // case-insensitive
+bool cpu_supports(CpuIsa isa);                                   // what this CPU and OS can run
+bool cpu_supports_bf16_dot();                                    // AVX512_BF16 (vdpbf16ps) on top of kAvx512
 // The family the kernels use now: the forced one (force_cpu_isa, else the environment variable HXFORGE_FORCE_ISA,
 // read once) or the best supported one. Throws UsageError for an unknown HXFORGE_FORCE_ISA value and
 // UnsupportedError when it names a family this CPU cannot run.
@@ -67,8 +67,9 @@ void force_cpu_isa(std::optional<CpuIsa> isa);
 //    multiple of kWeightTileColAlign (so group-quantised or bit-packed rows start on whole groups: int4 groups of
 //    32/64/128, 4 FP6 codes = 3 bytes, 8 FP5 codes = 5 bytes); col_end is such a multiple or cols().
 //  * decode_* are called concurrently from several threads on disjoint tiles: they must be const and thread-safe.
+//    They may throw (matmul stops and rethrows the first exception to its caller).
 //  * The bytes stay owned by the caller (a MappedFile, a TensorView's storage); a WeightMatrix only points at them.
-// Example (later, quant/): class Int8RowScaled : public WeightMatrix { decode_f32: dst[r][c] = q[r][c] * scale[r] }.
+// Examples: quant/quantized_weights.h (int8 and FP8 with row scales, FP6/FP5 codes, int4 groups).
 class WeightMatrix {
  public:
   static constexpr int64_t kWeightTileRows = 64;
@@ -86,6 +87,10 @@ class WeightMatrix {
   // A hint that this tile will be decoded soon (the GEMM calls it one tile ahead, so the bytes can arrive from
   // memory while it computes). Optional: the default does nothing.
   virtual void prefetch(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) const;
+  // Zero-copy access for encodings whose rows already are `format` (F32 or BF16 values, little-endian): the address
+  // of element (row, col) and, in *row_stride_bytes, the distance between rows. nullptr (the default) when the
+  // rows must be decoded; the GEMM then calls decode_*.
+  virtual const std::byte* stored_rows(DType format, int64_t row, int64_t col, int64_t* row_stride_bytes) const;
   // "BF16 [4096, 1536]" — for error messages and benchmark labels.
   virtual std::string describe() const = 0;
 
@@ -111,6 +116,7 @@ class DenseWeights final : public WeightMatrix {
   void decode_bf16(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end, uint16_t* dst,
                    int64_t dst_stride) const override;
   void prefetch(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) const override;
+  const std::byte* stored_rows(DType format, int64_t row, int64_t col, int64_t* row_stride_bytes) const override;
   std::string describe() const override;
 
  private:
@@ -135,7 +141,8 @@ struct MatmulOptions {
 };
 
 // y[t][n] (=|+=) Σ_k x[t][k] · W[n][k] for t < tokens, n < w.rows(), k < w.cols().
-// x rows are x_stride floats apart, y rows y_stride floats apart; x and y must not overlap.
+// x rows are x_stride floats apart, y rows y_stride floats apart; x and y must not overlap. If a decoder throws,
+// the exception reaches the caller and y is left partly written.
 // Reduction order (fixed, so thread count, token count and tiling never change a result):
 //   kF32:  s = 0; for k = 0..K-1: s = s + x[k]·w[k]   (fused on AVX-512, two roundings in generic C++)
 //   kBF16: s = 0; for each pair p: s = (s + x[2p+1]·w[2p+1]) + x[2p]·w[2p]  (products exact; equal on both paths
@@ -164,8 +171,8 @@ enum class RmsNormStyle : uint8_t {
 struct RmsNormParams {
   RmsNormStyle style = RmsNormStyle::kGemma;
   float eps = 1e-6f;
-  const float* weight = nullptr;     // [dim]; nullptr = no weight (Gemma's v_norm)
-  DType activation = DType::kF32;    // F32, BF16 or F16
+  const float* weight = nullptr;   // [dim]; nullptr = no weight (Gemma's v_norm)
+  DType activation = DType::kF32;  // F32, BF16 or F16
 };
 
 // Normalises each of `rows` rows of length `dim` (mean(x²) summed in double, then rounded to f32; the inverse root
@@ -194,8 +201,8 @@ void glu(GluActivation act, const float* gate, const float* up, float* out, int6
 struct RopeParams {
   RopeType type = RopeType::kDefault;
   double theta = 10000.0;
-  int64_t head_dim = 0;                 // d (even); the rotation always spans the whole head (NeoX half-split)
-  double partial_rotary_factor = 1.0;   // kProportional only
+  int64_t head_dim = 0;                // d (even); the rotation always spans the whole head (NeoX half-split)
+  double partial_rotary_factor = 1.0;  // kProportional only
 };
 
 // head_dim/2 inverse frequencies, computed in f32 as HF does: 1 / (theta ^ (float(2i) / d)). Throws UsageError for
@@ -220,11 +227,11 @@ void apply_rope(float* x, int64_t tokens, int64_t heads, const RopeTable& table,
 
 struct AttentionParams {
   int64_t q_heads = 0;
-  int64_t kv_heads = 0;           // q head h reads kv head h / (q_heads / kv_heads)  (GQA, repeat_kv)
+  int64_t kv_heads = 0;  // q head h reads kv head h / (q_heads / kv_heads)  (GQA, repeat_kv)
   int64_t head_dim = 0;
-  float scale = 1.0f;             // Gemma-4: 1.0; Llama/hxa079 GQA/TICA: 1/sqrt(head_dim)
-  int64_t sliding_window = 0;     // 0: full causal; W > 0: a query sees itself and the previous W-1 positions
-  DType activation = DType::kF32; // bf16 run emulation: scores, scaled scores, probabilities and outputs rounded
+  float scale = 1.0f;              // Gemma-4: 1.0; Llama/hxa079 GQA/TICA: 1/sqrt(head_dim)
+  int64_t sliding_window = 0;      // 0: full causal; W > 0: a query sees itself and the previous W-1 positions
+  DType activation = DType::kF32;  // bf16 run emulation: scores, scaled scores, probabilities and outputs rounded
 };
 
 // Causal softmax attention of `tokens` queries over a cache of `cache_len` positions whose last `tokens` entries

@@ -12,8 +12,13 @@ namespace {
 
 bool is_dense_weight_dtype(DType t) {
   switch (t) {
-    case DType::kF32: case DType::kBF16: case DType::kF16:
-    case DType::kF8_E4M3: case DType::kF8_E5M2: case DType::kF8_E4M3FNUZ: case DType::kF8_E5M2FNUZ:
+    case DType::kF32:
+    case DType::kBF16:
+    case DType::kF16:
+    case DType::kF8_E4M3:
+    case DType::kF8_E5M2:
+    case DType::kF8_E4M3FNUZ:
+    case DType::kF8_E5M2FNUZ:
       return true;
     default:
       return false;
@@ -42,6 +47,8 @@ void WeightMatrix::decode_bf16(int64_t row_begin, int64_t row_end, int64_t col_b
 
 void WeightMatrix::prefetch(int64_t, int64_t, int64_t, int64_t) const {}
 
+const std::byte* WeightMatrix::stored_rows(DType, int64_t, int64_t, int64_t*) const { return nullptr; }
+
 DenseWeights::DenseWeights(DType dtype, const void* data, int64_t rows, int64_t cols, int64_t row_stride_bytes)
     : WeightMatrix(rows, cols), dtype_(dtype), data_(static_cast<const std::byte*>(data)) {
   if (!is_dense_weight_dtype(dtype)) {
@@ -56,7 +63,8 @@ DenseWeights::DenseWeights(DType dtype, const void* data, int64_t rows, int64_t 
   }
   if (dtype_element_size(dtype) == 1) {
     code_table_.resize(256);
-    for (uint32_t code = 0; code < 256; ++code) code_table_[code] = minifloat8_decode(code, *minifloat_format_of(dtype));
+    for (uint32_t code = 0; code < 256; ++code)
+      code_table_[code] = minifloat8_decode(code, *minifloat_format_of(dtype));
   }
 }
 
@@ -119,6 +127,12 @@ void DenseWeights::prefetch(int64_t row_begin, int64_t row_end, int64_t col_begi
     const std::byte* end = row(r) + col_end * element;
     for (const std::byte* line = begin; line < end; line += kCacheLine) __builtin_prefetch(line, 0, 3);
   }
+}
+
+const std::byte* DenseWeights::stored_rows(DType format, int64_t r, int64_t col, int64_t* row_stride_bytes) const {
+  if (format != dtype_) return nullptr;
+  *row_stride_bytes = row_stride_;
+  return row(r) + col * dtype_element_size(dtype_);
 }
 
 std::string DenseWeights::describe() const {
