@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "arch/arch.h"
+#include "convert/teacher_forced.h"
 #include "formats/errors.h"
 #include "verify/forward.h"
 
@@ -60,6 +61,7 @@ nlohmann::json Verification::to_json() const {
   for (const CheckResult& c : checks)
     out["checks"].push_back(
         {{"name", c.name}, {"status", status_name(c.status)}, {"summary", c.summary}, {"problems", c.problems}});
+  out["teacher_forced_layers"] = teacher_forced_layers;
   return out;
 }
 
@@ -131,7 +133,7 @@ CheckResult check_copies_identical(const Checkpoint& student, const ConversionPl
 }
 
 std::vector<CheckResult> check_forward(const Checkpoint& student, const Checkpoint& teacher, const ConversionPlan& plan,
-                                       Probe* probe) {
+                                       Probe* probe, nlohmann::json* teacher_forced_layers) {
   std::vector<int64_t> tokens = plan.layout.probe_tokens;
   if (tokens.empty()) tokens = {1, 2, 3, 4, 5, 6, 7, 8};
   // A probe id past a small vocabulary wraps around, so one layout probes every teacher size.
@@ -167,7 +169,9 @@ std::vector<CheckResult> check_forward(const Checkpoint& student, const Checkpoi
       if (t.layer < first && t.provenance != Provenance::kCopy) verbatim = false;
     const Model teacher_model(teacher, plan.teacher);
     ForwardState teacher_state = teacher_model.new_state();
-    const ForwardResult r = teacher_model.forward(tokens, teacher_state, options);
+    ForwardOptions teacher_options = options;
+    teacher_options.collect_ple_inputs = true;  // the teacher-forced run below feeds them to both models
+    const ForwardResult r = teacher_model.forward(tokens, teacher_state, teacher_options);
     std::vector<std::string> problems;
     double worst = 0;
     for (int k = 0; k <= first && k < static_cast<int>(s.hidden.size()); ++k) {
@@ -187,6 +191,13 @@ std::vector<CheckResult> check_forward(const Checkpoint& student, const Checkpoi
     out.push_back(finish("unchanged_prefix", std::move(problems),
                          "hidden states 0.." + std::to_string(first) + " (layers before the first converted layer " +
                              std::to_string(first) + ") match the teacher's, max |diff| " + std::to_string(worst)));
+
+    std::vector<LayerComparison> layers;
+    out.push_back(check_teacher_forced(student_model, teacher_model, plan, r, options, &layers));
+    if (teacher_forced_layers) {
+      *teacher_forced_layers = nlohmann::json::array();
+      for (const LayerComparison& c : layers) teacher_forced_layers->push_back(c.to_json());
+    }
   }
 
   if (probe) {
@@ -216,9 +227,10 @@ Verification verify_student(const Checkpoint& student, const Checkpoint& teacher
   v.checks.push_back(check_copies_identical(student, plan));
   // The forward pass needs a structurally sound student; running it on a broken one would only add noise.
   if (v.passed()) {
-    for (CheckResult& c : check_forward(student, teacher, plan, probe)) v.checks.push_back(std::move(c));
+    for (CheckResult& c : check_forward(student, teacher, plan, probe, &v.teacher_forced_layers))
+      v.checks.push_back(std::move(c));
   } else {
-    for (const char* name : {"finite_logits", "unchanged_prefix"})
+    for (const char* name : {"finite_logits", "unchanged_prefix", "teacher_forced"})
       v.checks.push_back({name, CheckStatus::kSkipped, "not run: an earlier check failed", {}});
   }
   return v;

@@ -7,8 +7,10 @@
 //   file_hashes        every tensor re-read from disk hashes to what was streamed (the manifest's sha256);
 //   copies_identical   every tensor the plan copied hashes exactly like its teacher tensor (read from the teacher);
 //   finite_logits      the student's forward pass (verify/forward.h) gives finite logits on the probe tokens;
-//   unchanged_prefix   teacher-forced: the hidden states of the layers before the first converted layer equal the
-//                      teacher's (bit for bit when those layers were copied verbatim).
+//   unchanged_prefix   the hidden states of the layers before the first converted layer equal the teacher's (bit
+//                      for bit when those layers were copied verbatim);
+//   teacher_forced     every layer fed the teacher's own hidden state (convert/teacher_forced.h): kept layers give
+//                      the teacher's output exactly; converted layers' mixer cosine vs the attention they replace.
 // Non-goals: judging the quality of an untrained student (that is distillation's job); GPU runs.
 #pragma once
 
@@ -34,6 +36,7 @@ struct CheckResult {
 
 struct Verification {
   std::vector<CheckResult> checks;
+  nlohmann::json teacher_forced_layers = nlohmann::json::array();  // per layer (teacher_forced.h), when it ran
   bool passed() const;  // no check failed
   nlohmann::json to_json() const;
 };
@@ -55,8 +58,9 @@ CheckResult check_file_hashes(const Checkpoint& student, const ConversionPlan& p
 CheckResult check_copies_identical(const Checkpoint& student, const ConversionPlan& plan);
 
 // The forward-pass checks; `probe` is filled from the same student run.
+// `teacher_forced_layers` (may be null) receives the per-layer comparisons.
 std::vector<CheckResult> check_forward(const Checkpoint& student, const Checkpoint& teacher, const ConversionPlan& plan,
-                                       Probe* probe);
+                                       Probe* probe, nlohmann::json* teacher_forced_layers = nullptr);
 
 // All of the above, in order.
 Verification verify_student(const Checkpoint& student, const Checkpoint& teacher, const ConversionPlan& plan,

@@ -76,6 +76,18 @@ void print_report(const ConvertResult& r) {
     std::printf("  [%s] %-18s %s\n", mark, c.name.c_str(), c.summary.c_str());
     for (size_t i = 1; i < c.problems.size() && i < 20; ++i) std::printf("         %s\n", c.problems[i].c_str());
   }
+  const nlohmann::json& layers = r.verification->teacher_forced_layers;
+  if (!layers.empty()) std::printf("  teacher-forced layers (each fed the teacher's hidden state):\n");
+  for (const nlohmann::json& l : layers) {
+    std::string exact = "";
+    if (l.contains("max_abs_diff"))
+      exact = "max |diff| " + std::to_string(l["max_abs_diff"].get<double>()) + " over " +
+              std::to_string(l["exact_positions"].get<int64_t>()) + " position(s)";
+    std::printf("    %2d %-9s %-17s -> %-17s output cos %9.6f  mixer cos %9.6f  %s%s\n", l["layer"].get<int>(),
+                l["role"].get<std::string>().c_str(), l["teacher_kind"].get<std::string>().c_str(),
+                l["student_kind"].get<std::string>().c_str(), l["output_cosine"].get<double>(),
+                l["mixer_cosine"].get<double>(), exact.c_str(), l["passed"].get<bool>() ? "" : "  FAIL");
+  }
   if (!r.committed) std::printf("  verification failed: nothing was written to %s\n", r.out.c_str());
 }
 

@@ -98,6 +98,24 @@ class ForwardState {
   friend class Model;
   std::vector<LayerState> layers_;
   int64_t position_ = 0;
+  // A step run layer by layer (Model::forward_layer): the next layer due, and what the hxa079 first RWKV layer
+  // handed to the later ones within this step (v_first / k_first are per-step temporaries, not state).
+  int next_layer_ = 0;
+  std::vector<float> step_v_first_, step_k_first_;
+};
+
+// Teacher forcing (Model::forward_layer): one layer run on a residual stream the caller supplies, typically another
+// model's hidden state (ForwardResult::hidden[layer]).
+struct LayerInput {
+  std::span<const float> hidden;            // [T, hidden_size]: the residual stream entering the layer
+  std::span<const float> per_layer_inputs;  // Gemma PLE: P [T, num_layers, ple_dim] (ForwardResult::ple_inputs)
+};
+
+// What a layer computed on the way, for comparisons with the layer it replaces.
+struct LayerTrace {
+  // [T, hidden_size]: the token mixer's output (attention, RWKV-7, or RWKV-7 + TICA) as the output projection gives
+  // it, before the post-attention norm (Gemma) and the residual add.
+  std::vector<float> mixer_output;
 };
 
 class Model {
@@ -129,6 +147,15 @@ class Model {
   // state.position() … + T-1, appends to the state, and returns their logits. T = 0 returns empty logits.
   // Calls on different states may run concurrently (the model is read-only; each call has its own scratch).
   ForwardResult forward(std::span<const int64_t> tokens, ForwardState& state, const ForwardOptions& options = {}) const;
+
+  // One layer of a step, on the caller's residual stream: runs layer `layer` on input.hidden [T, D] at positions
+  // state.position() … + T-1 with the code forward() runs for it, appends to the layer's caches, and returns the
+  // layer's output [T, D] (the next layer's input: after the PLE block and layer_scalar). The layers of a step run
+  // in order 0 … L-1 on one state (KV-shared layers read their source's cache of this step; hxa079's later RWKV
+  // layers read the first one's v/k); the position advances after the last layer. UsageError when a layer comes out
+  // of order, the input has the wrong width, or a PLE model gets no per-layer inputs.
+  std::vector<float> forward_layer(int layer, const LayerInput& input, ForwardState& state,
+                                   const ForwardOptions& options = {}, LayerTrace* trace = nullptr) const;
 
   struct Impl;
 

@@ -157,8 +157,9 @@ void add_rows(const StepContext& ctx, float* h, const float* delta, int64_t dim)
 }
 
 // One decoder layer on the residual stream h [T, D] (teachers.md §2 / §4, hybrid-arch.md §1.1, hxa07i.md).
+// With `trace`, the mixer output is kept (forward_layer's teacher-forced comparisons).
 void run_layer(const Model::Impl& model, int layer, StepContext& ctx, const RopeTable* rope,
-               std::vector<LayerState>& states, const float* per_layer_inputs, float* h) {
+               std::vector<LayerState>& states, const float* per_layer_inputs, float* h, LayerTrace* trace) {
   const LayerPlan& lp = model.plan.layers[static_cast<size_t>(layer)];
   const LayerWeights& w = model.layers[static_cast<size_t>(layer)];
   const int64_t T = ctx.tokens, D = model.plan.hidden_size;
@@ -181,6 +182,7 @@ void run_layer(const Model::Impl& model, int layer, StepContext& ctx, const Rope
       attention_mixer(lp.attention, w.attention, ctx, x.data(), nullptr, own, own, mix.data(), true);
       break;
   }
+  if (trace) trace->mixer_output.assign(mix.begin(), mix.end());
   if (!w.attention_out_norm.empty()) rms_norm_rows(ctx, mix.data(), mix.data(), T, D, w.attention_out_norm);
   add_rows(ctx, h, mix.data(), D);
 
@@ -215,6 +217,35 @@ class RopeTables {
   std::span<const int64_t> positions_;
   std::vector<std::pair<RopePlan, std::unique_ptr<RopeTable>>> tables_;
 };
+
+// The context every layer of one call shares: compute mode, norm style, token count and first position.
+StepContext step_context(const ModelPlan& plan, const ForwardOptions& options, ScratchPool& scratch, int64_t tokens,
+                         int64_t position) {
+  StepContext ctx;
+  ctx.plan = &plan;
+  ctx.scratch = &scratch;
+  ctx.tokens = tokens;
+  ctx.position = position;
+  ctx.matmul.compute = options.compute == ComputeMode::kBF16 ? MatmulCompute::kBF16 : MatmulCompute::kF32;
+  ctx.norm.style = plan.norm_weight_after_downcast ? RmsNormStyle::kLlama : RmsNormStyle::kGemma;
+  ctx.norm.eps = static_cast<float>(plan.rms_norm_eps);
+  ctx.norm.activation = DType::kF32;
+  return ctx;
+}
+
+std::vector<int64_t> positions_of(const StepContext& ctx) {
+  std::vector<int64_t> positions(static_cast<size_t>(ctx.tokens));
+  for (int64_t t = 0; t < ctx.tokens; ++t) positions[static_cast<size_t>(t)] = ctx.position + t;
+  return positions;
+}
+
+// The rotation a layer's mixer applies (attention's, or the RWKV path's), or null for none.
+const RopeTable* layer_rope(const Model::Impl& m, int layer, RopeTables& tables) {
+  const LayerPlan& lp = m.plan.layers[static_cast<size_t>(layer)];
+  const LayerWeights& w = m.layers[static_cast<size_t>(layer)];
+  return lp.mixer == MixerKind::kAttention ? tables.get(lp.attention.rope, w.attention.rope_inv_freq)
+                                           : tables.get(lp.rwkv.rope, w.rwkv.rope_inv_freq);
+}
 
 }  // namespace
 
@@ -270,6 +301,9 @@ void check_token_ids(std::span<const int64_t> tokens, int64_t vocab_size) {
 
 void ForwardState::reset() {
   position_ = 0;
+  next_layer_ = 0;
+  step_v_first_.clear();
+  step_k_first_.clear();
   for (LayerState& l : layers_) {
     l.keys.clear();
     l.values.clear();
@@ -311,6 +345,10 @@ ForwardResult Model::forward(std::span<const int64_t> tokens, ForwardState& stat
     throw UsageError("forward: the state has " + std::to_string(state.num_layers()) + " layers, the model " +
                      std::to_string(plan.num_layers()) + " (use Model::new_state())");
   }
+  if (state.next_layer_ != 0) {
+    throw UsageError("forward: the state is in the middle of a layer-by-layer step (layer " +
+                     std::to_string(state.next_layer_) + " is due; finish it with forward_layer)");
+  }
   check_token_ids(tokens, plan.vocab_size);
   const int64_t T = static_cast<int64_t>(tokens.size()), D = plan.hidden_size, L = plan.num_layers();
 
@@ -320,15 +358,7 @@ ForwardResult Model::forward(std::span<const int64_t> tokens, ForwardState& stat
   if (T == 0) return result;
 
   ScratchPool scratch;
-  StepContext ctx;
-  ctx.plan = &plan;
-  ctx.scratch = &scratch;
-  ctx.tokens = T;
-  ctx.position = state.position();
-  ctx.matmul.compute = options.compute == ComputeMode::kBF16 ? MatmulCompute::kBF16 : MatmulCompute::kF32;
-  ctx.norm.style = plan.norm_weight_after_downcast ? RmsNormStyle::kLlama : RmsNormStyle::kGemma;
-  ctx.norm.eps = static_cast<float>(plan.rms_norm_eps);
-  ctx.norm.activation = DType::kF32;
+  StepContext ctx = step_context(plan, options, scratch, T, state.position());
 
   // Embedding, times the scale the model holds in its own dtype.
   std::vector<float> h(static_cast<size_t>(T * D));
@@ -349,16 +379,12 @@ ForwardResult Model::forward(std::span<const int64_t> tokens, ForwardState& stat
     if (options.collect_ple_inputs) result.ple_inputs = per_layer_inputs;
   }
 
-  std::vector<int64_t> positions(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) positions[static_cast<size_t>(t)] = ctx.position + t;
+  const std::vector<int64_t> positions = positions_of(ctx);
   RopeTables rope_tables(positions);
 
   for (int layer = 0; layer < L; ++layer) {
-    const LayerPlan& lp = plan.layers[static_cast<size_t>(layer)];
-    const LayerWeights& w = m.layers[static_cast<size_t>(layer)];
-    const RopeTable* rope = lp.mixer == MixerKind::kAttention ? rope_tables.get(lp.attention.rope, w.attention.rope_inv_freq)
-                                                              : rope_tables.get(lp.rwkv.rope, w.rwkv.rope_inv_freq);
-    run_layer(m, layer, ctx, rope, state.layers_, per_layer_inputs.data(), h.data());
+    run_layer(m, layer, ctx, layer_rope(m, layer, rope_tables), state.layers_, per_layer_inputs.data(), h.data(),
+              nullptr);
     if (options.collect_hidden && layer + 1 < L) result.hidden.push_back(h);
   }
   if (options.collect_hidden) result.final_norm_input = h;
@@ -371,6 +397,50 @@ ForwardResult Model::forward(std::span<const int64_t> tokens, ForwardState& stat
   if (plan.final_logit_softcap > 0) softcap(result.logits, static_cast<float>(plan.final_logit_softcap));
   state.position_ += T;
   return result;
+}
+
+std::vector<float> Model::forward_layer(int layer, const LayerInput& input, ForwardState& state,
+                                        const ForwardOptions& options, LayerTrace* trace) const {
+  const Impl& m = *impl_;
+  const ModelPlan& plan = m.plan;
+  const int64_t D = plan.hidden_size, L = plan.num_layers();
+  if (state.num_layers() != L) {
+    throw UsageError("forward_layer: the state has " + std::to_string(state.num_layers()) + " layers, the model " +
+                     std::to_string(L) + " (use Model::new_state())");
+  }
+  if (layer != state.next_layer_) {
+    throw UsageError("forward_layer: layer " + std::to_string(layer) + " called; layer " +
+                     std::to_string(state.next_layer_) + " is due (the layers of a step run in order)");
+  }
+  if (input.hidden.empty() || input.hidden.size() % static_cast<size_t>(D) != 0) {
+    throw UsageError("forward_layer: the input holds " + std::to_string(input.hidden.size()) +
+                     " values, not a positive multiple of the hidden size " + std::to_string(D));
+  }
+  const int64_t T = static_cast<int64_t>(input.hidden.size()) / D;
+  if (plan.has_ple() && input.per_layer_inputs.size() != static_cast<size_t>(T * L * plan.ple_dim)) {
+    throw UsageError("forward_layer: the model has per-layer embeddings; expected " +
+                     std::to_string(T * L * plan.ple_dim) + " per-layer input values, got " +
+                     std::to_string(input.per_layer_inputs.size()));
+  }
+
+  ScratchPool scratch;
+  StepContext ctx = step_context(plan, options, scratch, T, state.position());
+  const std::vector<int64_t> positions = positions_of(ctx);
+  RopeTables rope_tables(positions);
+  ctx.v_first = std::move(state.step_v_first_);
+  ctx.k_first = std::move(state.step_k_first_);
+  std::vector<float> h(input.hidden.begin(), input.hidden.end());
+  run_layer(m, layer, ctx, layer_rope(m, layer, rope_tables), state.layers_, input.per_layer_inputs.data(), h.data(),
+            trace);
+  state.step_v_first_ = std::move(ctx.v_first);
+  state.step_k_first_ = std::move(ctx.k_first);
+  if (++state.next_layer_ == L) {  // the step is complete: the same state forward() would leave
+    state.next_layer_ = 0;
+    state.position_ += T;
+    state.step_v_first_.clear();
+    state.step_k_first_.clear();
+  }
+  return h;
 }
 
 }  // namespace hx
