@@ -27,6 +27,10 @@ extern const Subcommand kSynth;
 extern const Subcommand kRun;
 extern const Subcommand kConvert;
 extern const Subcommand kQuantize;
+extern const Subcommand kBatch;
+
+// The registered subcommand of that name, or nullptr (batch runs jobs through it).
+const Subcommand* find_subcommand(const std::string& name);
 
 // Common options every subcommand gets: --help, --quiet.
 bool quiet(const po::variables_map& args);

@@ -12,7 +12,7 @@
 namespace hx::cli {
 namespace {
 
-const Subcommand* const kSubcommands[] = {&kInspect, &kRepack, &kSynth, &kRun, &kConvert, &kQuantize};
+const Subcommand* const kSubcommands[] = {&kInspect, &kRepack, &kSynth, &kRun, &kConvert, &kQuantize, &kBatch};
 
 void print_overview() {
   std::printf("hxforge %s: convert Transformer checkpoints to hybrid RWKV-7, quantize, verify\n\n", HXFORGE_VERSION);
@@ -53,6 +53,12 @@ int run_subcommand(const Subcommand& s, const std::vector<std::string>& argv) {
 }  // namespace
 
 bool quiet(const po::variables_map& args) { return args.count("quiet") > 0; }
+
+const Subcommand* find_subcommand(const std::string& name) {
+  for (const auto* s : kSubcommands)
+    if (name == s->name) return s;
+  return nullptr;
+}
 
 }  // namespace hx::cli
 
