@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "formats/errors.h"
-#include "verify/kernels.h"
+#include "formats/cpu_isa.h"
 
 namespace hx {
 

@@ -6,7 +6,7 @@
 //  * Each codec (int8.h, fp8.h, fpx.h, hqq.h) has a *scalar reference* written from the definition of its scheme,
 //    one element or one group at a time with plain library calls (std::nearbyint, minifloat_encode_reference), and a
 //    *fast path* — row kernels written as plain loops that the compiler vectorises, compiled twice (baseline ISA and
-//    AVX-512 through a target attribute, chosen at run time by verify/kernels.h's active_cpu_isa(), so
+//    AVX-512 through a target attribute, chosen at run time by formats/cpu_isa.h's active_cpu_isa(), so
 //    HXFORGE_FORCE_ISA=generic tests the other one) and run over rows with formats/parallel.h. Fast == reference, bit
 //    for bit, on every code (tests walk all 256/64/32 codes and the rounding boundaries).
 //  * Results never depend on the thread count: every row is computed independently and every sum over rows is
@@ -14,8 +14,8 @@
 //  * Weights are read where they lie (the mapped checkpoint), converted to f32 a row at a time: nothing
 //    model-sized is ever held.
 // Non-goals: quantizing activations; schemes other than the five below; calibration data (none of these needs it).
-// quant/ headers include neither arch/ (policy.h aside) nor verify/kernels.h (quantized_weights.h aside), because
-// arch/model_config.h and verify/kernels.h both declare an hx::RopeType.
+// quant/ headers include arch/ only in policy.h, and nothing of verify/ ever (quant sits below verify, which builds
+// its quantized WeightMatrix from quantized_rows.h).
 #pragma once
 
 #include <algorithm>
@@ -188,7 +188,7 @@ using ClampedE4M3 = ClampedMinifloat<4, 3, 7>;   // kFormatE4M3FN
 using ClampedE3M2 = ClampedMinifloat<3, 2, 3>;   // kFormatFP6E3M2
 using ClampedE2M2 = ClampedMinifloat<2, 2, 1>;   // kFormatFP5E2M2
 
-// True when the AVX-512 compilation of the row kernels is to be used (verify/kernels.h's active ISA).
+// True when the AVX-512 compilation of the row kernels is to be used (formats/cpu_isa.h's active ISA).
 bool quant_use_avx512();
 
 }  // namespace hx

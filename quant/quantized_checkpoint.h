@@ -92,7 +92,7 @@ std::optional<QuantizationDescription> read_quantization(const Checkpoint& check
 std::vector<std::string> check_quantization(const Checkpoint& checkpoint);
 
 // The dequantized values of a described tensor, [out, in] row-major f32 (tests, small tensors; the forward pass
-// uses quantized_weights.h instead).
+// uses quant/quantized_rows.h through verify/quantized_matrix.h instead).
 std::vector<float> dequantize_tensor(const Checkpoint& checkpoint, const QuantizedTensorEntry& entry);
 
 // ---- writing ----

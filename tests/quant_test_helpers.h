@@ -1,6 +1,5 @@
 // Helpers of the quant_* tests: oracle fixtures, test matrices with the rows that break codecs, and running a check
 // on every kernel family this CPU has (the codecs' fast paths are compiled for the baseline ISA and for AVX-512).
-// Includes verify/kernels.h, so a test including this must not include arch/ headers (both declare hx::RopeType).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,7 +15,7 @@
 #include "formats/float_convert.h"
 #include "formats/safetensors.h"
 #include "tests/support/test_support.h"
-#include "verify/kernels.h"
+#include "formats/cpu_isa.h"
 
 namespace hx::quant_test {
 

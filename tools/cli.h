@@ -28,6 +28,7 @@ extern const Subcommand kRun;
 extern const Subcommand kConvert;
 extern const Subcommand kQuantize;
 extern const Subcommand kBatch;
+extern const Subcommand kVerify;
 
 // The registered subcommand of that name, or nullptr (batch runs jobs through it).
 const Subcommand* find_subcommand(const std::string& name);

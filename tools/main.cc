@@ -12,7 +12,8 @@
 namespace hx::cli {
 namespace {
 
-const Subcommand* const kSubcommands[] = {&kInspect, &kRepack, &kSynth, &kRun, &kConvert, &kQuantize, &kBatch};
+const Subcommand* const kSubcommands[] = {&kInspect, &kRepack,   &kSynth,  &kRun,
+                                          &kConvert, &kQuantize, &kVerify, &kBatch};
 
 void print_overview() {
   std::printf("hxforge %s: convert Transformer checkpoints to hybrid RWKV-7, quantize, verify\n\n", HXFORGE_VERSION);

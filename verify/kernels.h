@@ -32,28 +32,13 @@
 #include <vector>
 
 #include "arch/model_config.h"  // RopeType
+#include "formats/cpu_isa.h"
 #include "formats/dtype.h"
 #include "formats/tensor.h"
 
 namespace hx {
 
-// ============================================================ CPU instruction set ====================================
-
-// The kernel families. kAvx512 needs AVX-512 F/BW/VL/DQ + FMA + F16C; its bf16-mode product additionally needs
-// AVX512_BF16 and otherwise uses the generic bf16 kernels (same results, see matmul()).
-enum class CpuIsa : uint8_t { kGeneric, kAvx512 };
-
-std::string_view cpu_isa_name(CpuIsa isa);                       // "generic", "avx512"
-std::optional<CpuIsa> cpu_isa_from_name(std::string_view name);  // case-insensitive
-bool cpu_supports(CpuIsa isa);                                   // what this CPU and OS can run
-bool cpu_supports_bf16_dot();                                    // AVX512_BF16 (vdpbf16ps) on top of kAvx512
-// The family the kernels use now: the forced one (force_cpu_isa, else the environment variable HXFORGE_FORCE_ISA,
-// read once) or the best supported one. Throws UsageError for an unknown HXFORGE_FORCE_ISA value and
-// UnsupportedError when it names a family this CPU cannot run.
-CpuIsa active_cpu_isa();
-// Forces a family for the whole process (std::nullopt: back to HXFORGE_FORCE_ISA / detection). Throws
-// UnsupportedError when the CPU cannot run it. Not meant to be flipped while kernels run on other threads.
-void force_cpu_isa(std::optional<CpuIsa> isa);
+// CPU instruction set: CpuIsa, active_cpu_isa(), force_cpu_isa() … live in formats/cpu_isa.h (quant/ uses them too).
 
 // ============================================================ weight matrices ========================================
 
@@ -69,7 +54,7 @@ void force_cpu_isa(std::optional<CpuIsa> isa);
 //  * decode_* are called concurrently from several threads on disjoint tiles: they must be const and thread-safe.
 //    They may throw (matmul stops and rethrows the first exception to its caller).
 //  * The bytes stay owned by the caller (a MappedFile, a TensorView's storage); a WeightMatrix only points at them.
-// Examples: quant/quantized_weights.h (int8 and FP8 with row scales, FP6/FP5 codes, int4 groups).
+// Examples: verify/quantized_matrix.h (int8 and FP8 with row scales, FP6/FP5 codes, int4 groups).
 class WeightMatrix {
  public:
   static constexpr int64_t kWeightTileRows = 64;

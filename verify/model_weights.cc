@@ -2,28 +2,14 @@
 #include "verify/model_weights.h"
 
 #include <algorithm>
-#include <mutex>
 #include <utility>
 
 #include "formats/errors.h"
 #include "formats/float_convert.h"
+#include "verify/quantized_matrix.h"
 
 namespace hx {
 namespace {
-
-struct Encoding {
-  std::string name;
-  WeightEncodingFactory factory;
-};
-
-std::mutex& registry_mutex() {
-  static std::mutex m;
-  return m;
-}
-std::vector<Encoding>& registry() {
-  static std::vector<Encoding> encodings;
-  return encodings;
-}
 
 // The shape without leading 1s: hxa079 stores w0 as [1, 1, C], hxa07i as [C].
 Shape squeezed(const Shape& s) {
@@ -88,33 +74,14 @@ std::unique_ptr<WeightMatrix> make_dense(const Checkpoint& checkpoint, const std
 
 }  // namespace
 
-void register_weight_encoding(const std::string& encoding_name, WeightEncodingFactory factory) {
-  if (!factory) throw UsageError("weight encoding '" + encoding_name + "' has no factory");
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  registry().insert(registry().begin(), Encoding{encoding_name, factory});
-}
-
 std::unique_ptr<WeightMatrix> make_weight(const Checkpoint& checkpoint, const std::string& name, WeightLayout layout,
                                           const Shape& stored_shape) {
   const Shape logical = squeezed(stored_shape);
   if (logical.size() != 2) {
     throw UsageError("make_weight('" + name + "'): expected a matrix shape, got " + shape_to_string(stored_shape));
   }
-  std::vector<Encoding> encodings;
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex());
-    encodings = registry();
-  }
   const Shape rows_cols = layout == WeightLayout::kOutIn ? logical : Shape{logical[1], logical[0]};
-  for (const Encoding& e : encodings) {
-    if (auto w = e.factory(checkpoint, name, layout, rows_cols)) {
-      if (w->rows() != rows_cols[0] || w->cols() != rows_cols[1]) {
-        throw FormatError(in_file(checkpoint.path, "tensor '" + name + "' (" + e.name + ") decodes to " +
-                                                       w->describe() + "; expected " + shape_to_string(rows_cols)));
-      }
-      return w;
-    }
-  }
+  if (auto w = make_quantized_matrix(checkpoint, name, layout, rows_cols)) return w;
   return make_dense(checkpoint, name, layout, rows_cols);
 }
 

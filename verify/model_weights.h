@@ -2,9 +2,9 @@
 // small vectors.
 //
 // Design goals: a matrix is a WeightMatrix viewing the mapped checkpoint (no copy); the encoding of a tensor is
-// decided in one place, make_weight(), which first asks the registered encodings (quantized formats from quant/
-// register theirs, e.g. "int8 rows with a scale tensor beside them") and falls back to plain float tensors
-// (DenseWeights). LoRA factors, stored [in, out] (h @ w1), are viewed transposed instead of copied.
+// decided in one place, make_weight(): a tensor the checkpoint's quantization description lists is decoded by
+// quant's row decoders (verify/quantized_matrix.h), any other is a plain float tensor (DenseWeights). LoRA
+// factors, stored [in, out] (h @ w1), are viewed transposed instead of copied.
 // Non-goals: writing or converting weights; deciding which tensors may be quantized (arch/ tables do).
 #pragma once
 
@@ -25,20 +25,10 @@ enum class WeightLayout : uint8_t {
   kInOut,  // [in, out], used as x @ W (RWKV/TICA LoRA factors w1, w2, …, g2)
 };
 
-// An encoding a checkpoint may store a matrix in. Returns nullptr when `name` is not stored this way (so the next
-// encoding is asked); throws FormatError naming the tensor when it is but the parts are inconsistent.
-// `rows_cols` is the logical [rows = out, cols = in] of y = x·Wᵀ (the layout already applied).
-using WeightEncodingFactory = std::unique_ptr<WeightMatrix> (*)(const Checkpoint& checkpoint, const std::string& name,
-                                                                WeightLayout layout, const Shape& rows_cols);
-
-// Adds an encoding, asked before the ones added earlier and before plain float tensors. Thread-safe; meant for
-// start-up (a quant/ format registers itself once).
-void register_weight_encoding(const std::string& encoding_name, WeightEncodingFactory factory);
-
 // The matrix named `name`, whose stored shape the architecture table gives as `stored_shape` ([out, in] for
 // kOutIn, [in, out] for kInOut; leading 1s are ignored). A plain float tensor must have exactly that shape. Errors
-// name the checkpoint and the tensor: FormatError (missing, wrong shape), UnsupportedError (a dtype no encoding
-// reads).
+// name the checkpoint and the tensor: FormatError (missing, wrong shape, an invalid quantization description or
+// quantized part), UnsupportedError (a dtype no encoding reads).
 std::unique_ptr<WeightMatrix> make_weight(const Checkpoint& checkpoint, const std::string& name, WeightLayout layout,
                                           const Shape& stored_shape);
 

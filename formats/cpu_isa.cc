@@ -1,6 +1,6 @@
-// Run-time choice of the kernel family: cpuid (through GCC/Clang's __builtin_cpu_supports, which also checks that
-// the OS saves the AVX-512 registers), overridable by HXFORGE_FORCE_ISA or force_cpu_isa() so that the portable path
-// can be tested on an AVX-512 machine.
+// Run-time choice of the kernel family (formats/cpu_isa.h): cpuid (through GCC/Clang's __builtin_cpu_supports, which
+// also checks that the OS saves the AVX-512 registers), overridable by HXFORGE_FORCE_ISA or force_cpu_isa() so that
+// the portable path can be tested on an AVX-512 machine.
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "formats/errors.h"
-#include "verify/kernels.h"
+#include "formats/cpu_isa.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>

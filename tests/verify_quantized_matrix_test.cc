@@ -1,6 +1,6 @@
-// The WeightMatrix decoders of quantized tensors (quant/quantized_weights.h): for every scheme and layout, a tensor
-// written by the quantizer and read back decodes — in any tile, through the forward pass's weight factory, and
-// inside the matrix product — to exactly the codec's dequantized values.
+// Quantized tensors in the forward pass (quant/quantized_rows.h, verify/quantized_matrix.h): for every scheme and
+// layout, a tensor written by the quantizer and read back decodes — in any tile, through the forward pass's weight
+// factory, and inside the matrix product — to exactly the codec's dequantized values.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,9 +10,10 @@
 #include "quant/hqq.h"
 #include "quant/int8.h"
 #include "quant/quantized_checkpoint.h"
-#include "quant/quantized_weights.h"
+#include "quant/quantized_rows.h"
 #include "tests/quant_test_helpers.h"
 #include "verify/model_weights.h"
+#include "verify/quantized_matrix.h"
 
 namespace hx {
 namespace {
@@ -96,20 +97,20 @@ TEST_P(QuantizedWeights, EveryTileDecodesToTheCodecsDequantizedValues) {
   for (DType dtype : {DType::kBF16, DType::kF16}) {
     const auto written = write_one(GetParam(), dtype);
     const std::vector<float> want = dequantize_tensor(written->checkpoint, written->entry);
-    const auto matrix = make_quantized_weight(written->checkpoint, written->entry);
-    ASSERT_EQ(matrix->rows(), kRows);
-    ASSERT_EQ(matrix->cols(), kCols);
+    const QuantizedWeightMatrix matrix{QuantizedRows(written->checkpoint, written->entry)};
+    ASSERT_EQ(matrix.rows(), kRows);
+    ASSERT_EQ(matrix.cols(), kCols);
     // The matrix product's tiles (64 rows, columns from multiples of 128), the whole matrix, and ragged ranges.
     const int64_t ranges[][4] = {{0, 64, 0, 128}, {64, 128, 256, 384}, {0, kRows, 0, kCols}, {3, 70, 8, 200},
                                  {127, 128, 1, 2}, {10, 11, 383, 384}, {5, 9, 100, 131}};
     quant_test::for_each_isa([&] {
       for (const auto& range : ranges) {
-        const std::vector<float> tile = decode_tile(*matrix, range[0], range[1], range[2], range[3]);
+        const std::vector<float> tile = decode_tile(matrix, range[0], range[1], range[2], range[3]);
         for (int64_t r = range[0]; r < range[1]; ++r) {
           for (int64_t c = range[2]; c < range[3]; ++c) {
             const float got = tile[static_cast<size_t>((r - range[0]) * (range[3] - range[2]) + (c - range[2]))];
             ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want[static_cast<size_t>(r * kCols + c)]))
-                << matrix->describe() << " at (" << r << ", " << c << "), tile " << range[0] << ":" << range[1] << " x "
+                << matrix.describe() << " at (" << r << ", " << c << "), tile " << range[0] << ":" << range[1] << " x "
                 << range[2] << ":" << range[3];
           }
         }
@@ -122,12 +123,11 @@ TEST_P(QuantizedWeights, EveryTileDecodesToTheCodecsDequantizedValues) {
       err += (want[i] - written->original[i]) * (want[i] - written->original[i]);
       ref += written->original[i] * written->original[i];
     }
-    EXPECT_LT(err / ref, 0.05) << matrix->describe();
+    EXPECT_LT(err / ref, 0.05) << matrix.describe();
   }
 }
 
 TEST_P(QuantizedWeights, TheForwardPassFactoryFindsThemAndTheProductMatchesDenseWeights) {
-  register_quantized_weight_encodings();
   const auto written = write_one(GetParam(), DType::kBF16);
   const auto w = make_weight(written->checkpoint, "w", WeightLayout::kOutIn, {kRows, kCols});
   EXPECT_EQ(w->describe().rfind(scheme_name(GetParam().scheme), 0), 0u) << w->describe();
@@ -201,7 +201,6 @@ std::vector<float> codec_dequantized(const TensorView& original, const Quantized
 // A whole synthetic model quantized by the CLI: every described tensor decodes, through the forward pass's
 // factory, to exactly what the codecs make of the original weights.
 TEST(QuantizedWeightsOfAModel, EveryMatrixDecodesToTheCodecsValuesOfTheOriginal) {
-  register_quantized_weight_encodings();
   TempDir dir;
   ASSERT_EQ(run_hxforge("synth --quiet --arch hxa079 --preset tiny --realistic --seed 2 --out " + shell_quote(dir.file("m"))).exit_code, 0);
   const Checkpoint original = open_checkpoint(dir.file("m"));
@@ -225,7 +224,6 @@ TEST(QuantizedWeightsOfAModel, EveryMatrixDecodesToTheCodecsValuesOfTheOriginal)
 }
 
 TEST(QuantizedWeightsFactory, PlainTensorsOfAQuantizedFileStayDense) {
-  register_quantized_weight_encodings();
   const auto written = write_one(kEncodings[0], DType::kBF16);
   // "b" is not described: the factory passes, and the plain path reads it.
   const auto b = make_weight(written->checkpoint, "b", WeightLayout::kOutIn, {4, 64});
