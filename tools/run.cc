@@ -1,10 +1,10 @@
 // hxforge run MODEL --tokens 1,2,3 [--tokens-file F] [--device cpu|cuda] [--compute f32|bf16] [--prefill N]
 //              [--dump-logits OUT.safetensors] [--top-k K] [--json]
 //
-// Runs the reference forward pass (verify/forward.h) straight from the mapped checkpoint and prints the top-k next
-// tokens of every position; --dump-logits writes the full logits (tensor `logits`, F32 [T, vocab]). --prefill N
-// runs the first N tokens in one call and the rest one call per token (the decode path), which is also how decode
-// speed is measured; timings are printed (text) or reported under "timing" (JSON).
+// Runs the reference forward pass (verify/forward.h; with --device cuda the GPU one, verify/cuda/cuda_model.h) over
+// the checkpoint and prints the top-k next tokens of every position; --dump-logits writes the full logits (tensor
+// `logits`, F32 [T, vocab]). --prefill N runs the first N tokens in one call and the rest one call per token (the
+// decode path), which is also how decode speed is measured; timings are printed (text) or reported under "timing".
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <numeric>
 #include <sstream>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,7 @@
 #include "formats/parallel.h"
 #include "formats/safetensors.h"
 #include "tools/cli.h"
+#include "verify/cuda/cuda_model.h"
 #include "verify/forward.h"
 
 namespace hx::cli {
@@ -143,11 +145,7 @@ double seconds_since(Clock::time_point start) {
 int run(const po::variables_map& args) {
   const std::string model_path = args["model"].as<std::string>();
   const std::string device = args["device"].as<std::string>();
-  if (device == "cuda") {
-    throw UnsupportedError("--device cuda: the CUDA forward pass is not built yet (verify/cuda/ has no kernels); "
-                           "use --device cpu");
-  }
-  if (device != "cpu") throw UsageError("--device '" + device + "' is not cpu or cuda");
+  if (device != "cpu" && device != "cuda") throw UsageError("--device '" + device + "' is not cpu or cuda");
   const ComputeMode mode = parse_compute(args["compute"].as<std::string>());
   const int k = args["top-k"].as<int>();
   if (k < 0) throw UsageError("--top-k must be ≥ 0, got " + std::to_string(k));
@@ -163,25 +161,38 @@ int run(const po::variables_map& args) {
 
   const auto load_start = Clock::now();
   const Checkpoint checkpoint = open_checkpoint(model_path);
-  const Model model(checkpoint);
+  // One engine per run: the CPU reference, or the CUDA forward pass (same plan, same forward contract).
+  std::unique_ptr<Model> cpu_model;
+  std::unique_ptr<CudaModel> gpu_model;
+  if (device == "cuda") {
+    gpu_model = std::make_unique<CudaModel>(checkpoint);
+  } else {
+    cpu_model = std::make_unique<Model>(checkpoint);
+  }
   const double load_seconds = seconds_since(load_start);
-  check_token_ids(tokens, model.vocab_size());
+  const int64_t V = gpu_model ? gpu_model->vocab_size() : cpu_model->vocab_size();
+  const std::string architecture = gpu_model ? gpu_model->architecture() : cpu_model->architecture();
+  const int num_layers = gpu_model ? gpu_model->num_layers() : cpu_model->num_layers();
+  check_token_ids(tokens, V);
 
-  ForwardState state = model.new_state();
+  ForwardState cpu_state = cpu_model ? cpu_model->new_state() : ForwardState();
+  CudaState gpu_state = gpu_model ? gpu_model->new_state() : CudaState();
   ForwardOptions options;
   options.compute = mode;
-  const int64_t V = model.vocab_size();
+  const auto forward = [&](std::span<const int64_t> part) {
+    return gpu_model ? gpu_model->forward(part, gpu_state, options) : cpu_model->forward(part, cpu_state, options);
+  };
   std::vector<float> logits;
   logits.reserve(static_cast<size_t>(T * V));
   const std::span<const int64_t> all(tokens);
 
   const auto prefill_start = Clock::now();
-  ForwardResult first = model.forward(all.first(static_cast<size_t>(prefill)), state, options);
+  ForwardResult first = forward(all.first(static_cast<size_t>(prefill)));
   const double prefill_seconds = seconds_since(prefill_start);
   logits.insert(logits.end(), first.logits.begin(), first.logits.end());
   const auto decode_start = Clock::now();
   for (int64_t t = prefill; t < T; ++t) {
-    ForwardResult step = model.forward(all.subspan(static_cast<size_t>(t), 1), state, options);
+    ForwardResult step = forward(all.subspan(static_cast<size_t>(t), 1));
     logits.insert(logits.end(), step.logits.begin(), step.logits.end());
   }
   const double decode_seconds = seconds_since(decode_start);
@@ -196,7 +207,7 @@ int run(const po::variables_map& args) {
   if (args.count("json")) {
     nlohmann::json out;
     out["model"] = model_path;
-    out["architecture"] = model.architecture();
+    out["architecture"] = architecture;
     out["device"] = device;
     out["compute"] = compute_mode_name(mode);
     out["vocab_size"] = V;
@@ -215,15 +226,21 @@ int run(const po::variables_map& args) {
                      {"prefill_seconds", prefill_seconds},
                      {"decode_tokens", decoded},
                      {"decode_seconds", decode_seconds}};
-    out["memory"] = {{"mapped_weight_bytes", model.mapped_weight_bytes()},
-                     {"owned_weight_bytes", model.owned_weight_bytes()}};
+    if (gpu_model) {
+      out["memory"] = {{"gpu_weight_bytes", gpu_model->device_weight_bytes()}};
+      out["gpu"] = gpu_model->device_name();
+    } else {
+      out["memory"] = {{"mapped_weight_bytes", cpu_model->mapped_weight_bytes()},
+                       {"owned_weight_bytes", cpu_model->owned_weight_bytes()}};
+    }
     std::cout << out.dump(1) << "\n";
     return 0;
   }
 
-  std::printf("%s: %s, %d layers, vocab %lld, %lld tokens, %s compute on cpu\n", model_path.c_str(),
-              model.architecture().c_str(), model.num_layers(), static_cast<long long>(V), static_cast<long long>(T),
-              compute_mode_name(mode));
+  const std::string on = gpu_model ? "cuda (" + gpu_model->device_name() + ")" : "cpu";
+  std::printf("%s: %s, %d layers, vocab %lld, %lld tokens, %s compute on %s\n", model_path.c_str(),
+              architecture.c_str(), num_layers, static_cast<long long>(V), static_cast<long long>(T),
+              compute_mode_name(mode), on.c_str());
   if (k > 0) {
     std::printf("%5s %8s  top-%d next tokens (id: logit, probability)\n", "pos", "token", k);
     for (int64_t t = 0; t < T; ++t) {

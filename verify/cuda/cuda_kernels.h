@@ -1,0 +1,73 @@
+// Launchers of the CUDA kernels of the forward pass (internal to verify/cuda/). Every pointer is device memory,
+// activations are row-major f32 [rows, width] as on the CPU, and every launch goes to `stream`. Each kernel computes
+// the formula of its CPU counterpart in verify/kernels.h (named beside it); only the reduction order may differ.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace hx::cuda {
+
+// ---- conversions and gathers (elementwise.cu) ----
+void f32_to_bf16(const float* x, uint16_t* out, int64_t n, cudaStream_t stream);
+void bf16_to_f32(const uint16_t* x, float* out, int64_t n, cudaStream_t stream);
+// out[t][:] = table[ids[t]][:] · scale; the table's rows are bf16 (table_bf16) or f32, `width` values each.
+void gather_rows(const void* table, bool table_bf16, int64_t width, const int64_t* ids, int64_t tokens, float scale,
+                 float* out, cudaStream_t stream);
+
+// ---- row-wise and element-wise ops (elementwise.cu) ----
+// rms_norm: y = x · (mean(x²) + eps)^-½ · w (w may be null: weightless); rows of `dim`. In place allowed.
+void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const float* weight, float eps, cudaStream_t s);
+// apply_rope: x [tokens, heads, d] rotated NeoX-style with cos/sin [tokens, d] (the CPU's RopeTable rows).
+void apply_rope(float* x, int64_t tokens, int64_t heads, int64_t d, const float* cos, const float* sin,
+                cudaStream_t stream);
+void add_bias(float* y, int64_t rows, int64_t width, const float* bias, cudaStream_t stream);  // y[r][c] += b[c]
+void add(float* y, const float* delta, int64_t n, cudaStream_t stream);                       // y += delta
+void scale(float* x, int64_t n, float factor, cudaStream_t stream);                           // x *= factor
+void multiply(float* x, const float* g, int64_t n, cudaStream_t stream);                      // x *= g
+enum class Unary : uint8_t { kSigmoid, kTanh };
+void unary(float* x, int64_t n, Unary op, cudaStream_t stream);
+// gate[r][c] = σ(bias[c] + gate[r][c]) (rwkv's a and the v/k mix gates).
+void sigmoid_with_bias(float* gate, int64_t rows, int64_t width, const float* bias, cudaStream_t stream);
+// out = act(gate) · up (glu, SwiGLU or GeGLU-tanh); out may alias gate.
+void glu(bool gelu_tanh, const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+// x = cap · tanh(x / cap)
+void softcap(float* x, int64_t n, float cap, cudaStream_t stream);
+// Gemma PLE: out = (projected + out · token_scale) · combine_scale (out holds the gathered table rows).
+void ple_combine(float* out, const float* projected, int64_t n, float token_scale, float combine_scale,
+                 cudaStream_t stream);
+// Gemma PLE per layer: gate[t][i] = act(gate[t][i]) · P[t][layer][i], P [tokens, layers, P].
+void ple_gate(float* gate, const float* per_layer_inputs, int64_t tokens, int64_t layers, int64_t layer, int64_t p,
+              bool gelu_tanh, cudaStream_t stream);
+
+// ---- attention (attention.cu) ----
+struct AttentionShape {
+  int64_t q_heads = 0, kv_heads = 0, head_dim = 0;
+  float scale = 1.0f;
+  int64_t sliding_window = 0;  // 0: full causal
+};
+constexpr int64_t kMaxAttentionHeadDim = 512;  // Gemma-4's full layers; the kernel keeps the output in registers
+// causal_attention: q [tokens, q_heads, d] over a cache k, v [cache_len, kv_heads, d] whose last `tokens` rows are
+// the queries' own positions; out [tokens, q_heads, d].
+void causal_attention(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
+                      int64_t cache_len, float* out, cudaStream_t stream);
+
+// ---- RWKV-7 (rwkv7.cu) ----
+void rwkv7_decay_from_logits(const float* z, float* omega, float* decay, int64_t n, cudaStream_t stream);
+void rwkv7_normalize_keys(const float* k, float* kk, int64_t rows, int64_t head_dim, cudaStream_t stream);
+void rwkv7_removal_terms(const float* kk, const float* a, float* remove, float* replace, int64_t n, cudaStream_t s);
+void rwkv7_scale_keys(float* k, const float* term, const float* a, int64_t n, cudaStream_t stream);
+void lerp_toward(float* x, const float* target, const float* gate, int64_t n, cudaStream_t stream);
+// [tokens, kv_heads, n] → [tokens, heads, n] (query head j reads kv head j / (heads / kv_heads)).
+void repeat_kv(const float* x, float* out, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t n,
+               cudaStream_t stream);
+// The WKV recurrence (kernels.h rwkv7_recurrence): inputs [tokens, heads, N]; state [heads, N, N] in place.
+void rwkv7_recurrence(const float* r, const float* decay, const float* k, const float* v, const float* remove,
+                      const float* replace, int64_t tokens, int64_t heads, int64_t head_dim, float* state, float* y,
+                      cudaStream_t stream);
+// out = y·y_scale + (Σ_i r_i k_i bonus[h,i])·v (bonus may be null); out may alias y.
+void rwkv7_output(const float* y, const float* r, const float* k, const float* v, const float* bonus, float y_scale,
+                  int64_t tokens, int64_t heads, int64_t head_dim, float* out, cudaStream_t stream);
+
+}  // namespace hx::cuda

@@ -1,0 +1,448 @@
+// CudaModel: the planned tensors uploaded to the GPU, and the forward loop (embedding, PLE, layers, final norm,
+// head, softcap) around the blocks of cuda_blocks.cc — verify/model.cc's loop on device buffers.
+//
+// Loading: every matrix comes from make_weight() (dense floats and the registered quantized encodings alike). A
+// matrix whose rows are stored as BF16 or F32 is copied as is; any other encoding is decoded on the host once and
+// uploaded as bf16 when every value is exactly a bf16 (F16 rarely, F8 always), else as f32 — so the GPU computes
+// with the very values the CPU decodes. Small vectors are uploaded as f32.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "formats/errors.h"
+#include "formats/float_convert.h"
+#include "formats/parallel.h"
+#include "verify/cuda/cuda_internal.h"
+#include "verify/cuda/cuda_kernels.h"
+#include "verify/kernels.h"
+#include "verify/model_weights.h"
+
+namespace hx {
+
+using cuda::check;
+using cuda::DeviceBuffer;
+using cuda::DeviceLayerState;
+using cuda::DeviceMatrix;
+using cuda::DeviceVector;
+
+struct CudaState::Impl {
+  std::vector<DeviceLayerState> layers;
+  int64_t position = 0;
+};
+
+struct CudaModel::Impl {
+  ModelPlan plan;
+  std::string device_name;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  cuda::Matrix embedding, head, ple_table, ple_model_projection;
+  DeviceVector final_norm, ple_projection_norm;
+  std::vector<cuda::LayerWeights> layers;
+  uint64_t device_bytes = 0;
+
+  const DeviceMatrix& head_matrix() const { return head ? *head : *embedding; }
+  ~Impl() {
+    layers.clear();
+    if (blas) cublasDestroy(blas);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+namespace {
+
+void require_device() {
+  std::string why;
+  if (!cuda_device_available(&why)) throw UnsupportedError("--device cuda: " + why);
+}
+
+class Uploader {
+ public:
+  Uploader(const Checkpoint& checkpoint, CudaModel::Impl& model) : checkpoint_(checkpoint), model_(model) {}
+
+  cuda::Matrix matrix(const TensorRef& ref, WeightLayout layout = WeightLayout::kOutIn) {
+    if (!ref.used()) return nullptr;
+    const std::unique_ptr<WeightMatrix> w = make_weight(checkpoint_, ref.name, layout, ref.shape);
+    auto m = std::make_unique<DeviceMatrix>();
+    m->rows = w->rows();
+    m->cols = w->cols();
+    const std::string what = "uploading " + ref.name + " (" + w->describe() + ") to the GPU";
+    int64_t stride = 0;
+    for (DType format : {DType::kBF16, DType::kF32}) {
+      if (const std::byte* rows = w->stored_rows(format, 0, 0, &stride)) {
+        const size_t row_bytes = static_cast<size_t>(m->cols * dtype_element_size(format));
+        m->bf16 = format == DType::kBF16;
+        m->data = DeviceBuffer(row_bytes * static_cast<size_t>(m->rows));
+        check(cudaMemcpy2D(m->data.get(), row_bytes, rows, static_cast<size_t>(stride), row_bytes,
+                           static_cast<size_t>(m->rows), cudaMemcpyHostToDevice),
+              what.c_str());
+        model_.device_bytes += m->data.bytes();
+        return m;
+      }
+    }
+    upload_decoded(*w, *m, what);
+    return m;
+  }
+
+  DeviceVector vector(const TensorRef& ref) {
+    if (!ref.used()) return {};
+    return upload_vector(load_vector_f32(checkpoint_, ref.name, ref.shape), ref.name);
+  }
+
+  DeviceVector upload_vector(const std::vector<float>& host, const std::string& name) {
+    DeviceVector v;
+    v.size = static_cast<int64_t>(host.size());
+    v.data = DeviceBuffer(host.size() * sizeof(float));
+    check(cudaMemcpy(v.data.get(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice),
+          ("uploading " + name + " to the GPU").c_str());
+    model_.device_bytes += v.data.bytes();
+    return v;
+  }
+
+ private:
+  // Decodes every row to f32 (tiles of kWeightTileRows, in parallel), then uploads bf16 if that is exact.
+  void upload_decoded(const WeightMatrix& w, DeviceMatrix& m, const std::string& what) {
+    const int64_t rows = w.rows(), cols = w.cols(), tile = WeightMatrix::kWeightTileRows;
+    std::vector<float> values(static_cast<size_t>(rows * cols));
+    parallel_for(0, (rows + tile - 1) / tile, 1, [&](int64_t i) {
+      const int64_t begin = i * tile, end = std::min(rows, begin + tile);
+      w.decode_f32(begin, end, 0, cols, values.data() + begin * cols, cols);
+    });
+    bool exact_in_bf16 = true;
+    for (float v : values) {
+      if (bf16_to_f32(f32_to_bf16(v)) != v && !std::isnan(v)) {
+        exact_in_bf16 = false;
+        break;
+      }
+    }
+    m.bf16 = exact_in_bf16;
+    if (exact_in_bf16) {
+      std::vector<uint16_t> bits(values.size());
+      for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+      m.data = DeviceBuffer(bits.size() * sizeof(uint16_t));
+      check(cudaMemcpy(m.data.get(), bits.data(), m.data.bytes(), cudaMemcpyHostToDevice), what.c_str());
+    } else {
+      m.data = DeviceBuffer(values.size() * sizeof(float));
+      check(cudaMemcpy(m.data.get(), values.data(), m.data.bytes(), cudaMemcpyHostToDevice), what.c_str());
+    }
+    model_.device_bytes += m.data.bytes();
+  }
+
+  const Checkpoint& checkpoint_;
+  CudaModel::Impl& model_;
+};
+
+std::vector<float> inv_freq_of(const RopePlan& rope) {
+  if (!rope.enabled) return {};
+  RopeParams params;
+  params.type = rope.proportional ? RopeType::kProportional : RopeType::kDefault;
+  params.theta = rope.theta;
+  params.head_dim = rope.head_dim;
+  params.partial_rotary_factor = rope.partial_rotary_factor;
+  return rope_inv_freq(params);
+}
+
+void load_attention(Uploader& up, const AttentionPlan& p, cuda::AttentionWeights& w) {
+  w.q = up.matrix(p.q), w.k = up.matrix(p.k), w.v = up.matrix(p.v), w.o = up.matrix(p.o);
+  w.gate_down = up.matrix(p.gate_down, WeightLayout::kInOut);
+  w.gate_up = up.matrix(p.gate_up, WeightLayout::kInOut);
+  w.q_norm = up.vector(p.q_norm), w.k_norm = up.vector(p.k_norm);
+  w.q_bias = up.vector(p.q_bias), w.k_bias = up.vector(p.k_bias), w.v_bias = up.vector(p.v_bias);
+  w.o_bias = up.vector(p.o_bias);
+  w.rope_inv_freq = inv_freq_of(p.rope);
+}
+
+void load_rwkv(Uploader& up, const RwkvPlan& p, cuda::RwkvWeights& w) {
+  w.r = up.matrix(p.r), w.k = up.matrix(p.k), w.v = up.matrix(p.v), w.o = up.matrix(p.o);
+  const auto lora = [&](const TensorRef& ref) { return up.matrix(ref, WeightLayout::kInOut); };
+  w.w1 = lora(p.w1), w.w2 = lora(p.w2), w.a1 = lora(p.a1), w.a2 = lora(p.a2);
+  w.v1 = lora(p.v1), w.v2 = lora(p.v2), w.k1 = lora(p.k1), w.k2 = lora(p.k2);
+  w.g1 = lora(p.g1), w.g2 = lora(p.g2);
+  w.r_bias = up.vector(p.r_bias), w.k_bias = up.vector(p.k_bias), w.v_bias = up.vector(p.v_bias);
+  w.r_norm = up.vector(p.r_norm), w.k_norm = up.vector(p.k_norm);
+  w.w0 = up.vector(p.w0), w.a0 = up.vector(p.a0), w.v0 = up.vector(p.v0), w.k0 = up.vector(p.k0);
+  w.r_k = up.vector(p.r_k);
+  w.rope_inv_freq = inv_freq_of(p.rope);
+}
+
+std::unique_ptr<CudaModel::Impl> load_model(const Checkpoint& checkpoint, ModelPlan plan) {
+  require_device();
+  auto model = std::make_unique<CudaModel::Impl>();
+  model->plan = std::move(plan);
+  cudaDeviceProp properties{};
+  check(cudaGetDeviceProperties(&properties, 0), "reading the GPU's properties");
+  model->device_name = properties.name;
+  check(cudaStreamCreateWithFlags(&model->stream, cudaStreamNonBlocking), "creating a CUDA stream");
+  cuda::check_blas(cublasCreate(&model->blas), "cublasCreate");
+  cuda::check_blas(cublasSetStream(model->blas, model->stream), "cublasSetStream");
+  // Keep freed scratch in the pool between calls instead of returning it to the driver.
+  cudaMemPool_t pool = nullptr;
+  check(cudaDeviceGetDefaultMemPool(&pool, 0), "getting the GPU memory pool");
+  uint64_t keep = UINT64_MAX;
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "configuring the GPU memory pool");
+
+  const ModelPlan& p = model->plan;
+  Uploader up(checkpoint, *model);
+  model->embedding = up.matrix(p.embedding);
+  if (p.head.name != p.embedding.name) model->head = up.matrix(p.head);
+  model->final_norm = up.vector(p.final_norm);
+  model->ple_table = up.matrix(p.ple_table);
+  model->ple_model_projection = up.matrix(p.ple_model_projection);
+  model->ple_projection_norm = up.vector(p.ple_projection_norm);
+  model->layers.resize(p.layers.size());
+  for (size_t i = 0; i < p.layers.size(); ++i) {
+    const LayerPlan& lp = p.layers[i];
+    cuda::LayerWeights& w = model->layers[i];
+    if (lp.mixer != MixerKind::kRwkv) load_attention(up, lp.attention, w.attention);
+    if (lp.mixer != MixerKind::kAttention) load_rwkv(up, lp.rwkv, w.rwkv);
+    w.input_norm = up.vector(lp.input_norm);
+    w.attention_out_norm = up.vector(lp.attention_out_norm);
+    w.ffn_in_norm = up.vector(lp.ffn_in_norm);
+    w.ffn_out_norm = up.vector(lp.ffn_out_norm);
+    w.mlp_gate = up.matrix(lp.mlp_gate), w.mlp_up = up.matrix(lp.mlp_up), w.mlp_down = up.matrix(lp.mlp_down);
+    w.ple_gate = up.matrix(lp.ple_gate), w.ple_projection = up.matrix(lp.ple_projection);
+    w.ple_norm = up.vector(lp.ple_norm);
+    if (lp.layer_scalar.used()) {
+      w.layer_scalar = load_vector_f32(checkpoint, lp.layer_scalar.name, lp.layer_scalar.shape).at(0);
+      w.has_layer_scalar = true;
+    }
+  }
+  return model;
+}
+
+// The MLP: down(act(gate(x)) ⊙ up(x)).
+void mlp_block(const LayerPlan& lp, const cuda::LayerWeights& w, const cuda::CallContext& ctx, const float* x,
+               float* out) {
+  const int64_t n = ctx.tokens * lp.intermediate_size;
+  DeviceBuffer gate = ctx.take(n), up = ctx.take(n);
+  project(ctx, x, *w.mlp_gate, gate.f32());
+  project(ctx, x, *w.mlp_up, up.f32());
+  cuda::glu(ctx.plan->gelu_tanh, gate.f32(), up.f32(), gate.f32(), n, ctx.stream);
+  project(ctx, gate.f32(), *w.mlp_down, out);
+}
+
+// One decoder layer on the residual stream h [T, D] (verify/model.cc run_layer).
+void run_layer(const CudaModel::Impl& model, int layer, cuda::CallContext& ctx, const cuda::DeviceRope* rope,
+               std::vector<DeviceLayerState>& states, const float* per_layer_inputs, float* h) {
+  const LayerPlan& lp = model.plan.layers[static_cast<size_t>(layer)];
+  const cuda::LayerWeights& w = model.layers[static_cast<size_t>(layer)];
+  const int64_t T = ctx.tokens, D = model.plan.hidden_size;
+  DeviceBuffer x = ctx.take(T * D), mix = ctx.take(T * D);
+
+  rms_norm_rows(ctx, h, x.f32(), T, D, w.input_norm);
+  DeviceLayerState& own = states[static_cast<size_t>(layer)];
+  switch (lp.mixer) {
+    case MixerKind::kAttention: {
+      const int source = lp.attention.kv_source;
+      const DeviceLayerState& cache = source >= 0 ? states.at(static_cast<size_t>(source)) : own;
+      attention_mixer(lp.attention, w.attention, ctx, x.f32(), rope, own, cache, mix.f32(), false);
+      break;
+    }
+    case MixerKind::kRwkv:
+      rwkv_mixer(lp.rwkv, w.rwkv, ctx, x.f32(), rope, own, mix.f32());
+      break;
+    case MixerKind::kRwkvTica:  // mix = RWKV7(h) + TICA(h)
+      rwkv_mixer(lp.rwkv, w.rwkv, ctx, x.f32(), rope, own, mix.f32());
+      attention_mixer(lp.attention, w.attention, ctx, x.f32(), nullptr, own, own, mix.f32(), true);
+      break;
+  }
+  if (!w.attention_out_norm.empty()) rms_norm_rows(ctx, mix.f32(), mix.f32(), T, D, w.attention_out_norm);
+  cuda::add(h, mix.f32(), T * D, ctx.stream);
+
+  rms_norm_rows(ctx, h, x.f32(), T, D, w.ffn_in_norm);
+  mlp_block(lp, w, ctx, x.f32(), mix.f32());
+  if (!w.ffn_out_norm.empty()) rms_norm_rows(ctx, mix.f32(), mix.f32(), T, D, w.ffn_out_norm);
+  cuda::add(h, mix.f32(), T * D, ctx.stream);
+
+  if (w.ple_gate) gemma_per_layer_block(w, ctx, layer, per_layer_inputs, h);
+  if (w.has_layer_scalar) cuda::scale(h, T * D, w.layer_scalar, ctx.stream);
+}
+
+// The RoPE tables of this call, one per distinct RopePlan (built on the host by the CPU's rope_table, uploaded).
+class RopeTables {
+ public:
+  RopeTables(const cuda::CallContext& ctx, std::span<const int64_t> positions) : ctx_(ctx), positions_(positions) {}
+  const cuda::DeviceRope* get(const RopePlan& plan, const std::vector<float>& inv_freq) {
+    if (!plan.enabled) return nullptr;
+    for (auto& [key, table] : tables_) {
+      if (key == plan) return table.get();
+    }
+    const RopeTable host = rope_table(inv_freq, positions_, DType::kF32);
+    auto device = std::make_unique<cuda::DeviceRope>();
+    device->head_dim = host.head_dim;
+    device->cos = ctx_.take(static_cast<int64_t>(host.cos.size()));
+    device->sin = ctx_.take(static_cast<int64_t>(host.sin.size()));
+    const size_t bytes = host.cos.size() * sizeof(float);
+    check(cudaMemcpyAsync(device->cos.get(), host.cos.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream), "RoPE");
+    check(cudaMemcpyAsync(device->sin.get(), host.sin.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream), "RoPE");
+    check(cudaStreamSynchronize(ctx_.stream), "uploading RoPE tables");  // the host tables go out of scope
+    tables_.emplace_back(plan, std::move(device));
+    return tables_.back().second.get();
+  }
+
+ private:
+  const cuda::CallContext& ctx_;
+  std::span<const int64_t> positions_;
+  std::vector<std::pair<RopePlan, std::unique_ptr<cuda::DeviceRope>>> tables_;
+};
+
+DeviceBuffer upload_ids(const cuda::CallContext& ctx, const std::vector<int64_t>& ids) {
+  DeviceBuffer d(ids.size() * sizeof(int64_t), ctx.stream);
+  check(cudaMemcpyAsync(d.get(), ids.data(), ids.size() * sizeof(int64_t), cudaMemcpyHostToDevice, ctx.stream),
+        "uploading token ids");
+  check(cudaStreamSynchronize(ctx.stream), "uploading token ids");
+  return d;
+}
+
+}  // namespace
+
+// ---- CudaState ----
+
+CudaState::CudaState() : impl_(std::make_unique<Impl>()) {}
+CudaState::~CudaState() = default;
+CudaState::CudaState(CudaState&&) noexcept = default;
+CudaState& CudaState::operator=(CudaState&&) noexcept = default;
+int64_t CudaState::position() const { return impl_->position; }
+
+std::vector<float> CudaState::wkv(int layer) const {
+  const DeviceLayerState& l = impl_->layers.at(static_cast<size_t>(layer));
+  std::vector<float> host(static_cast<size_t>(l.wkv_floats));
+  if (!host.empty()) {
+    check(cudaMemcpy(host.data(), l.wkv.get(), host.size() * sizeof(float), cudaMemcpyDeviceToHost),
+          "copying a WKV state from the GPU");
+  }
+  return host;
+}
+
+void CudaState::reset() {
+  impl_->position = 0;
+  for (DeviceLayerState& l : impl_->layers) {
+    l.positions = 0;
+    if (l.wkv_floats) check(cudaMemset(l.wkv.get(), 0, l.wkv.bytes()), "zeroing a WKV state");
+  }
+}
+
+// ---- CudaModel ----
+
+CudaModel::CudaModel(const Checkpoint& checkpoint) : impl_(load_model(checkpoint, plan_model(checkpoint))) {}
+CudaModel::CudaModel(const Checkpoint& checkpoint, const ModelConfig& config)
+    : impl_(load_model(checkpoint, plan_model(checkpoint, config))) {}
+CudaModel::~CudaModel() = default;
+CudaModel::CudaModel(CudaModel&&) noexcept = default;
+CudaModel& CudaModel::operator=(CudaModel&&) noexcept = default;
+
+const std::string& CudaModel::architecture() const { return impl_->plan.architecture; }
+int64_t CudaModel::vocab_size() const { return impl_->plan.vocab_size; }
+int64_t CudaModel::hidden_size() const { return impl_->plan.hidden_size; }
+int CudaModel::num_layers() const { return impl_->plan.num_layers(); }
+const ModelPlan& CudaModel::plan() const { return impl_->plan; }
+std::string CudaModel::device_name() const { return impl_->device_name; }
+uint64_t CudaModel::device_weight_bytes() const { return impl_->device_bytes; }
+
+CudaState CudaModel::new_state() const {
+  CudaState state;
+  state.impl_->layers.resize(impl_->plan.layers.size());
+  for (size_t i = 0; i < impl_->plan.layers.size(); ++i) {
+    const LayerPlan& lp = impl_->plan.layers[i];
+    if (lp.mixer == MixerKind::kAttention) continue;
+    DeviceLayerState& l = state.impl_->layers[i];
+    l.wkv_floats = lp.rwkv.heads * lp.rwkv.head_dim * lp.rwkv.head_dim;
+    l.wkv = DeviceBuffer(static_cast<size_t>(l.wkv_floats) * sizeof(float));
+    check(cudaMemset(l.wkv.get(), 0, l.wkv.bytes()), "zeroing a WKV state");
+  }
+  return state;
+}
+
+ForwardResult CudaModel::forward(std::span<const int64_t> tokens, CudaState& state,
+                                 const ForwardOptions& options) const {
+  const Impl& m = *impl_;
+  const ModelPlan& plan = m.plan;
+  std::vector<DeviceLayerState>& layers = state.impl_->layers;
+  if (static_cast<int>(layers.size()) != plan.num_layers()) {
+    throw UsageError("forward: the state has " + std::to_string(layers.size()) + " layers, the model " +
+                     std::to_string(plan.num_layers()) + " (use CudaModel::new_state())");
+  }
+  check_token_ids(tokens, plan.vocab_size);
+  const int64_t T = static_cast<int64_t>(tokens.size()), D = plan.hidden_size, L = plan.num_layers();
+  ForwardResult result;
+  result.tokens = T;
+  result.vocab_size = plan.vocab_size;
+  if (T == 0) return result;
+
+  cuda::CallContext ctx;
+  ctx.plan = &plan;
+  ctx.tokens = T;
+  ctx.position = state.impl_->position;
+  ctx.bf16 = options.compute == ComputeMode::kBF16;
+  ctx.eps = static_cast<float>(plan.rms_norm_eps);
+  ctx.stream = m.stream;
+  ctx.blas = m.blas;
+
+  // Embedding, times the scale the model holds in its own dtype (model.cc in_model_dtype).
+  const std::vector<int64_t> ids(tokens.begin(), tokens.end());
+  const DeviceBuffer device_ids = upload_ids(ctx, ids);
+  const float embed_scale = ctx.bf16 ? bf16_to_f32(f32_to_bf16(static_cast<float>(plan.embed_scale)))
+                                     : static_cast<float>(plan.embed_scale);
+  DeviceBuffer h = ctx.take(T * D);
+  cuda::gather_rows(m.embedding->data.get(), m.embedding->bf16, D, static_cast<const int64_t*>(device_ids.get()), T,
+                    embed_scale, h.f32(), ctx.stream);
+  if (options.collect_hidden) result.hidden.push_back(cuda::download(ctx, h.f32(), T * D));
+
+  DeviceBuffer per_layer_inputs;
+  if (plan.has_ple()) {
+    std::vector<int64_t> ple_ids(ids);
+    for (int64_t& id : ple_ids) id = id < plan.ple_vocab ? id : 0;  // as HF: ids past the PLE vocabulary read row 0
+    const DeviceBuffer device_ple_ids = upload_ids(ctx, ple_ids);
+    per_layer_inputs = ctx.take(T * L * plan.ple_dim);
+    gemma_per_layer_inputs(ctx, *m.ple_table, *m.ple_model_projection, m.ple_projection_norm,
+                           static_cast<const int64_t*>(device_ple_ids.get()), h.f32(), per_layer_inputs.f32());
+    if (options.collect_ple_inputs) result.ple_inputs = cuda::download(ctx, per_layer_inputs.f32(), T * L * plan.ple_dim);
+  }
+
+  std::vector<int64_t> positions(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) positions[static_cast<size_t>(t)] = ctx.position + t;
+  RopeTables rope_tables(ctx, positions);
+  for (int layer = 0; layer < L; ++layer) {
+    const LayerPlan& lp = plan.layers[static_cast<size_t>(layer)];
+    const cuda::LayerWeights& w = m.layers[static_cast<size_t>(layer)];
+    const cuda::DeviceRope* rope = lp.mixer == MixerKind::kAttention
+                                       ? rope_tables.get(lp.attention.rope, w.attention.rope_inv_freq)
+                                       : rope_tables.get(lp.rwkv.rope, w.rwkv.rope_inv_freq);
+    run_layer(m, layer, ctx, rope, layers, per_layer_inputs.f32(), h.f32());
+    if (options.collect_hidden && layer + 1 < L) result.hidden.push_back(cuda::download(ctx, h.f32(), T * D));
+  }
+  if (options.collect_hidden) result.final_norm_input = cuda::download(ctx, h.f32(), T * D);
+  rms_norm_rows(ctx, h.f32(), h.f32(), T, D, m.final_norm);
+  if (options.collect_hidden) result.hidden.push_back(cuda::download(ctx, h.f32(), T * D));
+
+  DeviceBuffer logits = ctx.take(T * plan.vocab_size);
+  project(ctx, h.f32(), m.head_matrix(), logits.f32());
+  if (plan.final_logit_softcap > 0) {
+    cuda::softcap(logits.f32(), T * plan.vocab_size, static_cast<float>(plan.final_logit_softcap), ctx.stream);
+  }
+  result.logits = cuda::download(ctx, logits.f32(), T * plan.vocab_size);
+  check(cudaGetLastError(), "running the forward pass on the GPU");
+  state.impl_->position += T;
+  return result;
+}
+
+bool cuda_device_available(std::string* why) {
+  int count = 0;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error != cudaSuccess) {
+    if (why) {
+      *why = std::string("no usable GPU: cudaGetDeviceCount failed with ") + cudaGetErrorName(error) + " (" +
+             cudaGetErrorString(error) + ")";
+    }
+    return false;
+  }
+  if (count == 0) {
+    if (why) *why = "no CUDA device is present";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace hx

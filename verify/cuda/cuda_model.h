@@ -1,0 +1,92 @@
+// The forward pass on an NVIDIA GPU: the same graph as the CPU reference (verify/forward.h), from the same resolved
+// ModelPlan (verify/forward_plan.h), with the weights resident in GPU memory.
+//
+// Design goals
+//  * One graph, two engines: the plan decides what every layer computes (norm placement, RoPE, KV sharing, the
+//    RWKV-7 switches, TICA, PLE, layer_scalar, softcap); tensors are found through plan_model() and read through
+//    make_weight() (so every encoding the CPU reads — dense floats and the registered quantized formats — loads
+//    here too, decoded once at load). Nothing here re-derives an architecture.
+//  * The CPU's numerics: activations f32 between the products; kF32 = f32 GEMMs (cuBLAS, CUBLAS_COMPUTE_32F, no
+//    TF32), kBF16 = bf16 × bf16 products with f32 sums (the CPU's MatmulCompute::kBF16). Element-wise ops follow the
+//    CPU formulas (verify/kernels.h); the reduction order differs, so results agree to f32 noise, not bit for bit.
+//  * The same contract as Model::forward: T tokens in, logits f32 [T, vocab] out, state (KV caches, RWKV states,
+//    position) carried on the GPU from call to call; prefill-then-decode equals one prefill up to f32 noise.
+//  * This header includes no CUDA header: the CLI and the tests compile without the CUDA toolkit. Without CUDA
+//    (HXFORGE_CUDA=OFF or no nvcc) the same API is built from cuda_stub.cc, and every entry point reports
+//    "hxforge was built without CUDA".
+//
+// Non-goals (for now): batches of sequences; streaming weights layer by layer when they do not fit (the model must
+// fit in GPU memory); fused dequantizing GEMMs (quantized matrices are decoded to bf16 or f32 at load); several GPUs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "formats/checkpoint.h"
+#include "verify/forward.h"
+
+namespace hx {
+
+struct ModelConfig;
+struct ModelPlan;
+
+// True when this build has CUDA and a usable GPU is present; otherwise false with the reason in *why ("hxforge was
+// built without CUDA", or the cudaGetDeviceCount error, or "no CUDA device").
+bool cuda_device_available(std::string* why = nullptr);
+
+// The recurrent state of one sequence on the GPU (KV caches, WKV states, position).
+class CudaState {
+ public:
+  CudaState();
+  ~CudaState();
+  CudaState(CudaState&&) noexcept;
+  CudaState& operator=(CudaState&&) noexcept;
+
+  int64_t position() const;
+  // The WKV state of RWKV layer `layer` copied to the host ([heads, N, N], fla layout), empty for other layers.
+  std::vector<float> wkv(int layer) const;
+  // Back to an empty sequence, keeping the allocations.
+  void reset();
+
+  struct Impl;
+
+ private:
+  friend class CudaModel;
+  std::unique_ptr<Impl> impl_;
+};
+
+class CudaModel {
+ public:
+  // Throws UnsupportedError (exit 3) when there is no CUDA build, no GPU or driver (naming the CUDA error), or the
+  // weights do not fit; the checkpoint errors of Model (FormatError naming file and tensor) otherwise.
+  explicit CudaModel(const Checkpoint& checkpoint);
+  CudaModel(const Checkpoint& checkpoint, const ModelConfig& config);
+  ~CudaModel();
+  CudaModel(CudaModel&&) noexcept;
+  CudaModel& operator=(CudaModel&&) noexcept;
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  const std::string& architecture() const;
+  int64_t vocab_size() const;
+  int64_t hidden_size() const;
+  int num_layers() const;
+  const ModelPlan& plan() const;
+  std::string device_name() const;          // "NVIDIA H100 80GB HBM3"
+  uint64_t device_weight_bytes() const;     // bytes of weights resident on the GPU
+
+  CudaState new_state() const;
+  // Model::forward's contract (token ids checked the same way, ForwardOptions honoured, hidden states and PLE inputs
+  // copied back when asked). One call at a time per model (the model owns one CUDA stream and cuBLAS handle).
+  ForwardResult forward(std::span<const int64_t> tokens, CudaState& state, const ForwardOptions& options = {}) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hx
