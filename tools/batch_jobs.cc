@@ -115,12 +115,7 @@ std::vector<std::string> job_arguments(const BatchJob& job) {
     argv.push_back("--" + key);
     argv.push_back(option_value_text(value));
   }
-  if (job.kind == "verify") {
-    argv.insert(argv.end(), {"--json", job.output});
-  } else {
-    argv.insert(argv.end(), {"--out", job.output, "--force"});
-  }
-  argv.push_back("--quiet");
+  argv.insert(argv.end(), {job.kind == "verify" ? "--json" : "--out", job.output, "--force", "--quiet"});
   return argv;
 }
 
