@@ -19,8 +19,7 @@ using json = nlohmann::json;
 // Reads `key` of `object` as T, or FormatError naming the file and the path of the field.
 template <typename T>
 T field(const json& object, const char* key, const std::string& file, const std::string& where) {
-  if (!object.is_object() || !object.contains(key))
-    throw FormatError(in_file(file, where + " has no '" + key + "'"));
+  if (!object.is_object() || !object.contains(key)) throw FormatError(in_file(file, where + " has no '" + key + "'"));
   try {
     return object.at(key).get<T>();
   } catch (const json::exception&) {
@@ -29,9 +28,8 @@ T field(const json& object, const char* key, const std::string& file, const std:
 }
 
 bool is_sha256_hex(const std::string& s) {
-  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
+  return s.size() == 64 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 std::string number(double x) {
@@ -73,8 +71,8 @@ Manifest read_manifest(const std::string& path) {
     t.shape = field<Shape>(tensors[i], "shape", path, where);
     t.sha256 = field<std::string>(tensors[i], "sha256", path, where);
     if (!is_sha256_hex(t.sha256))
-      throw FormatError(in_file(path, where + " ('" + t.name + "'): sha256 '" + t.sha256 +
-                                          "' is not 64 lowercase hex digits"));
+      throw FormatError(
+          in_file(path, where + " ('" + t.name + "'): sha256 '" + t.sha256 + "' is not 64 lowercase hex digits"));
     if (!names.insert(t.name).second) throw FormatError(in_file(path, "tensor '" + t.name + "' is listed twice"));
     m.tensors.push_back(std::move(t));
   }

@@ -43,11 +43,11 @@ struct Manifest {
 Manifest read_manifest(const std::string& path);
 
 struct ManifestCheck {
-  size_t tensors_checked = 0;                 // manifest tensors compared (present or not)
-  std::vector<std::string> tensor_problems;   // one sentence per tensor that differs, missing or unexpected
-  size_t tensors_mismatched = 0;              // tensors named in tensor_problems
+  size_t tensors_checked = 0;                // manifest tensors compared (present or not)
+  std::vector<std::string> tensor_problems;  // one sentence per tensor that differs, missing or unexpected
+  size_t tensors_mismatched = 0;             // tensors named in tensor_problems
   bool probe_ran = false;
-  std::string probe_status;                   // the manifest's; "ok" means it was re-run
+  std::string probe_status;  // the manifest's; "ok" means it was re-run
   int64_t probe_positions = 0;
   double probe_max_logit_diff = 0;
   std::vector<std::string> probe_problems;

@@ -9,9 +9,7 @@
 namespace hx {
 namespace {
 
-bool is_softmax_attention(LayerKind k) {
-  return k == LayerKind::kSlidingAttention || k == LayerKind::kFullAttention;
-}
+bool is_softmax_attention(LayerKind k) { return k == LayerKind::kSlidingAttention || k == LayerKind::kFullAttention; }
 
 LayerRole role_of(LayerKind teacher, LayerKind student) {
   if (teacher == student) return LayerRole::kKept;
@@ -88,7 +86,8 @@ CheckResult check_teacher_forced(const Model& student, const Model& teacher, con
 
   std::vector<bool> verbatim(static_cast<size_t>(L), true);
   for (const PlannedTensor& t : plan.tensors)
-    if (t.layer >= 0 && t.layer < L && t.provenance != Provenance::kCopy) verbatim[static_cast<size_t>(t.layer)] = false;
+    if (t.layer >= 0 && t.layer < L && t.provenance != Provenance::kCopy)
+      verbatim[static_cast<size_t>(t.layer)] = false;
 
   ForwardState teacher_state = teacher.new_state(), student_state = student.new_state();
   std::vector<float> h = teacher_run.hidden.at(0);  // the teacher's own residual stream, layer by layer
@@ -128,7 +127,8 @@ CheckResult check_teacher_forced(const Model& student, const Model& teacher, con
     } else {
       c.role == LayerRole::kKept ? ++kept : ++nope;
       c.exact_positions = c.role == LayerRole::kKept ? T : std::min<int64_t>(T, 1);
-      const auto [diff, scale] = max_diff_and_scale(student_out, teacher_out, static_cast<size_t>(c.exact_positions * D));
+      const auto [diff, scale] =
+          max_diff_and_scale(student_out, teacher_out, static_cast<size_t>(c.exact_positions * D));
       c.max_abs_diff = diff;
       c.tolerance = c.verbatim ? 0.0 : kCastLayerTolerance * scale;
       c.passed = diff <= c.tolerance;  // false for NaN too
@@ -144,12 +144,12 @@ CheckResult check_teacher_forced(const Model& student, const Model& teacher, con
   }
   if (layers) *layers = out;
 
-  std::string summary = std::to_string(kept) + " kept layers equal the teacher's" +
-                        (kept > 0 && std::all_of(out.begin(), out.end(), [](const LayerComparison& c) {
-                          return c.role != LayerRole::kKept || c.verbatim;
-                        })
-                             ? " bit for bit"
-                             : "");
+  std::string summary =
+      std::to_string(kept) + " kept layers equal the teacher's" +
+      (kept > 0 && std::all_of(out.begin(), out.end(),
+                               [](const LayerComparison& c) { return c.role != LayerRole::kKept || c.verbatim; })
+           ? " bit for bit"
+           : "");
   if (nope > 0) summary += ", " + std::to_string(nope) + " NoPE layers exact at position 0";
   if (converted > 0)
     summary += "; " + std::to_string(converted) + " converted layers, mixer cosine vs teacher attention ≥ " +

@@ -46,7 +46,7 @@ class BatchTest : public ::testing::Test {
   static std::string teacher() { return tmp_->file("teacher"); }
   static TempDir* tmp_;
 
-  // convert → (a job that fails: its input does not exist) → int8 → fp8, all under `dir`.
+  // convert → (a job that fails: its input does not exist) → int8 → fp8 → verify int8 against the student.
   static json pipeline(const TempDir& dir) {
     return {{"jobs",
              {{{"id", "student"},
@@ -68,7 +68,12 @@ class BatchTest : public ::testing::Test {
                {"kind", "quantize"},
                {"input", dir.file("student")},
                {"output", dir.file("fp8")},
-               {"options", {{"scheme", "fp8"}, {"dry-run", false}}}}}}};
+               {"options", {{"scheme", "fp8"}, {"dry-run", false}}}},
+              {{"id", "check-q8"},
+               {"kind", "verify"},
+               {"input", dir.file("q8")},
+               {"output", dir.file("q8.verify.json")},
+               {"options", {{"against", dir.file("student")}, {"num-tokens", 16}, {"max-kld", 1.0}}}}}}};
   }
 };
 TempDir* BatchTest::tmp_ = nullptr;
@@ -79,16 +84,18 @@ TEST_F(BatchTest, RunsEveryJobPastAFailureAndReportsTheWorstExit) {
   const CommandResult r = run_hxforge("batch " + shell_quote(dir.file("jobs.json")));
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_GE(r.exit_code, 3) << r.output;  // the missing input: invalid input or I/O error
-  EXPECT_NE(r.output.find("3 ok, 1 failed, 0 skipped"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("4 ok, 1 failed, 0 skipped"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("no-such-model"), std::string::npos) << r.output;  // the failing job's error, named
   EXPECT_TRUE(fs::exists(dir.file("student/manifest.json")));
   EXPECT_TRUE(fs::exists(dir.file("q8")));
   EXPECT_TRUE(fs::exists(dir.file("fp8")));
+  EXPECT_EQ(read_json(dir.file("q8.verify.json"))["passed"], true);
 
   const json summary = read_json(dir.file("jobs.json.state/summary.json"));
   EXPECT_EQ(summary["exit_code"], r.exit_code);
-  EXPECT_EQ(statuses(summary), (std::map<std::string, std::string>{
-                                   {"student", "ok"}, {"broken", "failed"}, {"q8", "ok"}, {"fp8", "ok"}}));
+  EXPECT_EQ(statuses(summary),
+            (std::map<std::string, std::string>{
+                {"student", "ok"}, {"broken", "failed"}, {"q8", "ok"}, {"fp8", "ok"}, {"check-q8", "ok"}}));
   const json record = read_json(dir.file("jobs.json.state/student.json"));
   EXPECT_EQ(record["exit_code"], 0);
   EXPECT_TRUE(record["output_sha256"].contains("manifest.json")) << record.dump(2);
@@ -105,8 +112,11 @@ TEST_F(BatchTest, ResumeSkipsDoneJobsAndRedoesTamperedOrChangedOnes) {
   const std::string summary_file = dir.file("jobs.json.state/summary.json");
   CommandResult r = run_hxforge("batch --resume --json " + jobs);
   json summary = read_json(summary_file);
-  EXPECT_EQ(statuses(summary), (std::map<std::string, std::string>{
-                                   {"student", "skipped"}, {"broken", "failed"}, {"q8", "skipped"}, {"fp8", "skipped"}}));
+  EXPECT_EQ(statuses(summary), (std::map<std::string, std::string>{{"student", "skipped"},
+                                                                   {"broken", "failed"},
+                                                                   {"q8", "skipped"},
+                                                                   {"fp8", "skipped"},
+                                                                   {"check-q8", "skipped"}}));
 
   // Tamper with the student's weights: resume redoes that job (and only that one), restoring the same bytes.
   const std::string weights = dir.file("student/model-00001-of-00001.safetensors");
@@ -147,8 +157,7 @@ TEST_F(BatchTest, ShardsPartitionTheJobList) {
     const CommandResult r =
         run_hxforge("batch --json --shard " + std::to_string(shard) + "/3 " + shell_quote(dir.file("jobs.json")));
     EXPECT_NE(r.exit_code, 0);
-    const json summary =
-        read_json(dir.file("jobs.json.state/summary-shard-" + std::to_string(shard) + "-of-3.json"));
+    const json summary = read_json(dir.file("jobs.json.state/summary-shard-" + std::to_string(shard) + "-of-3.json"));
     for (const json& j : summary["jobs"]) {
       const size_t index = j["index"];
       EXPECT_EQ(index % 3, static_cast<size_t>(shard - 1)) << j.dump();

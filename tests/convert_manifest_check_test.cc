@@ -151,9 +151,7 @@ TEST_F(ManifestCheckTest, MissingOrGarbledManifestIsInvalidInputNamingTheFile) {
     }
   };
   expect_format_error(tmp.file("absent.json"), "missing");
-  {
-    std::ofstream(tmp.file("garbled.json")) << "{\"format_version\": 1, \"tensors\": [";
-  }
+  { std::ofstream(tmp.file("garbled.json")) << "{\"format_version\": 1, \"tensors\": ["; }
   expect_format_error(tmp.file("garbled.json"), "not a JSON object");
   json m = read_json(manifest());
   m["tensors"][4]["sha256"] = "xyz";

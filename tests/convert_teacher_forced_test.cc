@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <span>
 #include <nlohmann/json.hpp>
+#include <span>
 
 #include "arch/model_config.h"
 #include "convert/converter.h"
@@ -56,7 +56,8 @@ void expect_layer_by_layer_equals_forward(const std::string& path) {
 TEST(ForwardLayer, LayerByLayerIsForwardOnEveryOracleArchitecture) {
   expect_layer_by_layer_equals_forward(oracle_dir() + "/llama-tiny");
   expect_layer_by_layer_equals_forward(oracle_dir() + "/gemma4-tiny");
-  expect_layer_by_layer_equals_forward(oracle_dir() + "/hxa079-tiny/model.pth");  // v_first/k_first carried between calls
+  expect_layer_by_layer_equals_forward(oracle_dir() +
+                                       "/hxa079-tiny/model.pth");  // v_first/k_first carried between calls
 }
 
 TEST(ForwardLayer, RefusesLayersOutOfOrderBadWidthsAndMissingPerLayerInputs) {
@@ -96,8 +97,8 @@ void convert_without_checks(const std::string& teacher_path, Arch to, Converted&
 }
 
 // The teacher-forced check of `student_path` against its teacher, as convert runs it.
-CheckResult teacher_forced(const std::string& teacher_path, const std::string& student_path,
-                           const ConversionPlan& plan, std::vector<LayerComparison>* layers) {
+CheckResult teacher_forced(const std::string& teacher_path, const std::string& student_path, const ConversionPlan& plan,
+                           std::vector<LayerComparison>* layers) {
   const Checkpoint teacher_file = open_checkpoint(teacher_path);
   const Model teacher(teacher_file, plan.teacher), student(open_checkpoint(student_path));
   ForwardOptions options;

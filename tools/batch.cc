@@ -141,15 +141,23 @@ int run(const po::variables_map& args) {
     rows.push_back(o);
   }
 
-  json summary = {{"jobs_file", jobs_file}, {"shard", {{"index", shard}, {"count", shards}}},
-                  {"jobs_total", jobs.size()}, {"exit_code", worst}, {"jobs", json::array()}};
+  json summary = {{"jobs_file", jobs_file},
+                  {"shard", {{"index", shard}, {"count", shards}}},
+                  {"jobs_total", jobs.size()},
+                  {"exit_code", worst},
+                  {"jobs", json::array()}};
   for (const Outcome& o : rows)
-    summary["jobs"].push_back({{"index", o.job->index}, {"id", o.job->id}, {"kind", o.job->kind},
-                               {"status", o.status}, {"exit_code", o.exit_code}, {"seconds", o.seconds},
-                               {"output", o.job->output}, {"note", o.note}});
-  const std::string summary_name = shards == 1 ? "summary.json"
-                                               : "summary-shard-" + std::to_string(shard) + "-of-" +
-                                                     std::to_string(shards) + ".json";
+    summary["jobs"].push_back({{"index", o.job->index},
+                               {"id", o.job->id},
+                               {"kind", o.job->kind},
+                               {"status", o.status},
+                               {"exit_code", o.exit_code},
+                               {"seconds", o.seconds},
+                               {"output", o.job->output},
+                               {"note", o.note}});
+  const std::string summary_name =
+      shards == 1 ? "summary.json"
+                  : "summary-shard-" + std::to_string(shard) + "-of-" + std::to_string(shards) + ".json";
   write_json_file(state + "/" + summary_name, summary);
   if (as_json)
     std::cout << summary.dump(2) << "\n";

@@ -136,11 +136,18 @@ std::map<std::string, std::string> hash_output(const std::string& path) {
 }
 
 json JobRecord::to_json(const BatchJob& job, double seconds) const {
-  return {{"id", job.id}, {"kind", job.kind},         {"job", definition},
-          {"exit_code", exit_code}, {"seconds", seconds}, {"output", job.output}, {"output_sha256", output_hashes}};
+  return {{"id", job.id},
+          {"kind", job.kind},
+          {"job", definition},
+          {"exit_code", exit_code},
+          {"seconds", seconds},
+          {"output", job.output},
+          {"output_sha256", output_hashes}};
 }
 
-std::string record_path(const std::string& state_dir, const BatchJob& job) { return state_dir + "/" + job.id + ".json"; }
+std::string record_path(const std::string& state_dir, const BatchJob& job) {
+  return state_dir + "/" + job.id + ".json";
+}
 
 bool read_record(const std::string& path, JobRecord* record) {
   std::ifstream in(path, std::ios::binary);

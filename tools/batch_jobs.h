@@ -4,7 +4,8 @@
 // A job file:
 //   {"jobs": [{"id": "student", "kind": "convert", "input": "teacher/", "output": "out/student",
 //              "options": {"to": "hxa079", "layout": "tiny"}},
-//             {"id": "q8", "kind": "quantize", "input": "out/student", "output": "out/q8", "options": {"scheme": "int8"}},
+//             {"id": "q8", "kind": "quantize", "input": "out/student", "output": "out/q8",
+//              "options": {"scheme": "int8"}},
 //             {"id": "check-q8", "kind": "verify", "input": "out/q8", "output": "out/q8.verify.json",
 //              "options": {"against": "out/student", "max-kld": 0.01}}]}
 // `input` is the positional MODEL / TEACHER; `output` becomes --out (convert, quantize) or --json FILE (verify: the

@@ -130,8 +130,8 @@ void check_manifest_stage(const VerifyRequest& request, VerifyReport& report) {
   const nlohmann::json result = check.to_json();
   report.json["hashes"] = result["hashes"];
   report.json["manifest"] = {{"path", *request.manifest}, {"probe", result["probe"]}, {"problems", result["problems"]}};
-  for (const std::string& problem : check.tensor_problems) report.failures.push_back(in_file(request.model_path, problem));
-  for (const std::string& problem : check.probe_problems) report.failures.push_back(in_file(request.model_path, problem));
+  for (const auto* problems : {&check.tensor_problems, &check.probe_problems})
+    for (const std::string& problem : *problems) report.failures.push_back(in_file(request.model_path, problem));
   const std::string probe = check.probe_ran ? std::to_string(check.probe_positions) +
                                                   " positions re-run, max logit diff " +
                                                   std::to_string(check.probe_max_logit_diff)
