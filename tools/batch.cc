@@ -114,7 +114,7 @@ int run(const po::variables_map& args) {
       rows.push_back(o);
       continue;
     }
-    if (resume) o.note = "re-run: " + why_run;
+    if (resume && why_run != kNoRecord) o.note = "re-run: " + why_run;
     const Subcommand* command = find_subcommand(job.kind);
     const auto start = std::chrono::steady_clock::now();
     std::string message;

@@ -170,7 +170,7 @@ bool read_record(const std::string& path, JobRecord* record) {
 
 std::string resume_verdict(const BatchJob& job, const std::string& state_dir) {
   JobRecord record;
-  if (!read_record(record_path(state_dir, job), &record)) return "no record of an earlier run";
+  if (!read_record(record_path(state_dir, job), &record)) return kNoRecord;
   if (record.exit_code != 0) return "the last run failed (exit " + std::to_string(record.exit_code) + ")";
   if (record.definition != job.definition) return "the job changed since its last run";
   if (record.output_hashes.empty()) return "no output was recorded";

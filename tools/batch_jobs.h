@@ -64,7 +64,8 @@ struct JobRecord {
 std::string record_path(const std::string& state_dir, const BatchJob& job);
 // Reads a record; false when absent or unreadable (the job then simply runs).
 bool read_record(const std::string& path, JobRecord* record);
-// Why a job must run ("" = it may be skipped): no record, failed last time, definition changed, output changed.
+// Why a job must run ("" = it may be skipped): kNoRecord, failed last time, definition changed, output changed.
+inline constexpr const char* kNoRecord = "no record of an earlier run";
 std::string resume_verdict(const BatchJob& job, const std::string& state_dir);
 
 }  // namespace hx::cli
