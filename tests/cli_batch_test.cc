@@ -140,6 +140,18 @@ TEST_F(BatchTest, ResumeSkipsDoneJobsAndRedoesTamperedOrChangedOnes) {
   summary = read_json(summary_file);
   EXPECT_EQ(statuses(summary)["fp8"], "ok");
   EXPECT_EQ(statuses(summary)["q8"], "skipped");
+
+  // A new seed changes the student's random inits: every job downstream of it runs again, its input having changed.
+  changed["jobs"][0]["options"]["seed"] = 5;
+  write_json(dir.file("jobs.json"), changed);
+  run_hxforge("batch --resume --json " + jobs);
+  summary = read_json(summary_file);
+  EXPECT_EQ(statuses(summary),
+            (std::map<std::string, std::string>{
+                {"student", "ok"}, {"broken", "failed"}, {"q8", "ok"}, {"fp8", "ok"}, {"check-q8", "ok"}}))
+      << summary.dump(2);
+  EXPECT_NE(summary["jobs"][2]["note"].get<std::string>().find("its input changed"), std::string::npos)
+      << summary.dump(2);
 }
 
 TEST_F(BatchTest, ShardsPartitionTheJobList) {

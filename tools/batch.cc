@@ -107,7 +107,7 @@ int run(const po::variables_map& args) {
     if (!in_shard(job, shard, shards)) continue;
     Outcome o;
     o.job = &job;
-    const std::string why_run = resume ? resume_verdict(job, state) : "";
+    const std::string why_run = resume ? resume_verdict(job, jobs, state) : "";
     if (resume && why_run.empty()) {
       o.status = "skipped";
       o.note = "done before; output verified by hash";
@@ -115,6 +115,9 @@ int run(const po::variables_map& args) {
       continue;
     }
     if (resume && why_run != kNoRecord) o.note = "re-run: " + why_run;
+    JobRecord record;
+    record.definition = job.definition;
+    record.input = input_fingerprint(job, jobs, state);  // what the job is about to read
     const Subcommand* command = find_subcommand(job.kind);
     const auto start = std::chrono::steady_clock::now();
     std::string message;
@@ -132,8 +135,6 @@ int run(const po::variables_map& args) {
       std::fprintf(stderr, "hxforge batch: job '%s' (%s): %s\n", job.id.c_str(), job.kind.c_str(), message.c_str());
       o.note = message;
     }
-    JobRecord record;
-    record.definition = job.definition;
     record.exit_code = o.exit_code;
     if (o.exit_code == 0) record.output_hashes = hash_output(job.output);
     write_json_file(record_path(state, job), record.to_json(job, o.seconds));

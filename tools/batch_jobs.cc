@@ -135,14 +135,34 @@ std::map<std::string, std::string> hash_output(const std::string& path) {
   return out;
 }
 
+json input_fingerprint(const BatchJob& job, const std::vector<BatchJob>& jobs, const std::string& state_dir) {
+  const auto same_path = [](const std::string& a, const std::string& b) {
+    return fs::absolute(a).lexically_normal() == fs::absolute(b).lexically_normal();
+  };
+  for (size_t i = job.index; i-- > 0;) {  // the nearest earlier job that writes this input
+    if (!same_path(jobs[i].output, job.input)) continue;
+    JobRecord upstream;
+    const bool known = read_record(record_path(state_dir, jobs[i]), &upstream);
+    return {{"producer", jobs[i].id}, {"output_sha256", known ? json(upstream.output_hashes) : json(nullptr)}};
+  }
+  json files = json::object();
+  std::error_code ec;
+  const auto describe = [&](const fs::path& file, const std::string& name) {
+    files[name] = std::to_string(fs::file_size(file, ec)) + "@" +
+                  std::to_string(fs::last_write_time(file, ec).time_since_epoch().count());
+  };
+  if (fs::is_regular_file(job.input, ec)) {
+    describe(job.input, fs::path(job.input).filename().string());
+  } else if (fs::is_directory(job.input, ec)) {
+    for (const auto& e : fs::recursive_directory_iterator(job.input, ec))
+      if (e.is_regular_file()) describe(e.path(), fs::relative(e.path(), job.input).string());
+  }
+  return {{"files", files}};
+}
+
 json JobRecord::to_json(const BatchJob& job, double seconds) const {
-  return {{"id", job.id},
-          {"kind", job.kind},
-          {"job", definition},
-          {"exit_code", exit_code},
-          {"seconds", seconds},
-          {"output", job.output},
-          {"output_sha256", output_hashes}};
+  return {{"id", job.id},           {"kind", job.kind},   {"job", definition},    {"input", input},
+          {"exit_code", exit_code}, {"seconds", seconds}, {"output", job.output}, {"output_sha256", output_hashes}};
 }
 
 std::string record_path(const std::string& state_dir, const BatchJob& job) {
@@ -159,6 +179,7 @@ bool read_record(const std::string& path, JobRecord* record) {
       !j["exit_code"].is_number_integer() || !j.contains("output_sha256") || !j["output_sha256"].is_object())
     return false;
   record->definition = j["job"];
+  record->input = j.value("input", json());
   record->exit_code = j["exit_code"].get<int>();
   record->output_hashes.clear();
   for (const auto& [file, digest] : j["output_sha256"].items()) {
@@ -168,11 +189,12 @@ bool read_record(const std::string& path, JobRecord* record) {
   return true;
 }
 
-std::string resume_verdict(const BatchJob& job, const std::string& state_dir) {
+std::string resume_verdict(const BatchJob& job, const std::vector<BatchJob>& jobs, const std::string& state_dir) {
   JobRecord record;
   if (!read_record(record_path(state_dir, job), &record)) return kNoRecord;
   if (record.exit_code != 0) return "the last run failed (exit " + std::to_string(record.exit_code) + ")";
   if (record.definition != job.definition) return "the job changed since its last run";
+  if (record.input != input_fingerprint(job, jobs, state_dir)) return "its input changed since its last run";
   if (record.output_hashes.empty()) return "no output was recorded";
   const auto now = hash_output(job.output);
   if (now.empty()) return "its output " + job.output + " is gone";

@@ -17,9 +17,13 @@
 // index % N == I − 1 — stable as long as the file is only appended to, and every job lands in exactly one shard.
 // Jobs run in file order within a shard; a job that needs another's output must be in the same shard (or run after).
 //
-// Resume (--resume): after each job a record <state>/<id>.json keeps the job as given, its exit status and the
-// SHA-256 of every file of its output. A job is skipped when its record says it succeeded, the job's definition is
-// unchanged, and its output still hashes as recorded; otherwise it runs again (a tampered output is redone).
+// Resume (--resume): after each job a record <state>/<id>.json keeps the job as given, its exit status, the SHA-256
+// of every file of its output and a fingerprint of its input. A job is skipped when its record says it succeeded,
+// the job's definition and input are unchanged, and its output still hashes as recorded; otherwise it runs again (a
+// tampered output is redone, and so is every job downstream of an output that changed). The input fingerprint is
+// cheap: the recorded output hashes of the job in the file that produces the input, else the size and modification
+// time of each input file (a teacher is not re-read on every resume). Options naming other files (--against) are
+// not fingerprinted.
 // Non-goals: dependency graphs, parallel jobs within one process (shards are the parallelism), remote storage.
 #pragma once
 
@@ -54,9 +58,13 @@ std::vector<std::string> job_arguments(const BatchJob& job);
 // Empty when `path` does not exist.
 std::map<std::string, std::string> hash_output(const std::string& path);
 
+// The input fingerprint described above ({"producer": id, "output_sha256": …} or {"files": {name: "size@mtime"}}).
+nlohmann::json input_fingerprint(const BatchJob& job, const std::vector<BatchJob>& jobs, const std::string& state_dir);
+
 // The resume record of one job.
 struct JobRecord {
   nlohmann::json definition;
+  nlohmann::json input;  // input_fingerprint when the job ran
   int exit_code = -1;
   std::map<std::string, std::string> output_hashes;
   nlohmann::json to_json(const BatchJob& job, double seconds) const;
@@ -66,6 +74,6 @@ std::string record_path(const std::string& state_dir, const BatchJob& job);
 bool read_record(const std::string& path, JobRecord* record);
 // Why a job must run ("" = it may be skipped): kNoRecord, failed last time, definition changed, output changed.
 inline constexpr const char* kNoRecord = "no record of an earlier run";
-std::string resume_verdict(const BatchJob& job, const std::string& state_dir);
+std::string resume_verdict(const BatchJob& job, const std::vector<BatchJob>& jobs, const std::string& state_dir);
 
 }  // namespace hx::cli
