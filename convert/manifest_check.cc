@@ -80,6 +80,9 @@ Manifest read_manifest(const std::string& path) {
   const json probe = field<json>(j, "probe", path, "the manifest");
   m.probe_status = field<std::string>(probe, "status", path, "probe");
   if (m.probe_status == "ok") {
+    const std::string compute = probe.value("compute", "f32");
+    if (compute != "f32")
+      throw UnsupportedError(in_file(path, "probe.compute is '" + compute + "'; this hxforge re-runs f32 probes"));
     m.probe_tokens = field<std::vector<int64_t>>(probe, "tokens", path, "probe");
     const json positions = field<json>(probe, "positions", path, "probe");
     if (!positions.is_array() || positions.size() != m.probe_tokens.size())

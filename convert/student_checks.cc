@@ -72,7 +72,8 @@ nlohmann::json Probe::to_json() const {
     for (const auto& [token, logit] : top[p]) best.push_back({{"token", token}, {"logit", logit}});
     positions.push_back({{"position", p}, {"input_token", tokens[p]}, {"top", best}});
   }
-  return {{"status", "ok"}, {"tokens", tokens}, {"top_k", top_k}, {"positions", positions}};
+  // f32: the reference compute mode, the one `verify --manifest` re-runs the probe in.
+  return {{"status", "ok"}, {"compute", "f32"}, {"tokens", tokens}, {"top_k", top_k}, {"positions", positions}};
 }
 
 Checkpoint open_student(const std::string& folder, StudentFormat format) {
