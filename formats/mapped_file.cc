@@ -5,14 +5,62 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "formats/errors.h"
 
 namespace hx {
+namespace {
+
+// Live mappings by first byte, for mapped_file_span(). Mappings never overlap, so the candidate for an address is the
+// last mapping starting at or before it.
+struct MappingRegistry {
+  std::mutex mutex;
+  std::map<const std::byte*, const MappedFile*> by_start;
+};
+MappingRegistry& mapping_registry() {
+  static MappingRegistry registry;
+  return registry;
+}
+
+}  // namespace
+
+std::optional<FileSpan> mapped_file_span(std::span<const std::byte> bytes) {
+  if (bytes.empty()) return std::nullopt;
+  auto& registry = mapping_registry();
+  std::lock_guard lock(registry.mutex);
+  auto it = registry.by_start.upper_bound(bytes.data());
+  if (it == registry.by_start.begin()) return std::nullopt;
+  --it;
+  const MappedFile& file = *it->second;
+  const uint64_t offset = static_cast<uint64_t>(bytes.data() - it->first);
+  if (offset > file.size() || bytes.size() > file.size() - offset) return std::nullopt;
+  return FileSpan{file.fd(), offset, &file.path()};
+}
+
+void read_file_chunks(const FileSpan& file, uint64_t length,
+                      const std::function<void(std::span<const std::byte>)>& consume) {
+  // 1 MiB: stays in L2 between the read and the consumer, and amortises the system call.
+  constexpr size_t kChunkBytes = size_t{1} << 20;
+  thread_local std::vector<std::byte> buffer(kChunkBytes);
+  uint64_t done = 0;
+  while (done < length) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, length - done));
+    const ssize_t n = ::pread(file.fd, buffer.data(), want, static_cast<off_t>(file.offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      throw IoError(in_file(*file.path, "read failed at byte " + std::to_string(file.offset + done) + ": " +
+                                            (n == 0 ? std::string("unexpected end of file") : errno_text(errno))));
+    consume(std::span<const std::byte>(buffer.data(), static_cast<size_t>(n)));
+    done += static_cast<uint64_t>(n);
+  }
+}
 
 std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   std::shared_ptr<MappedFile> f(new MappedFile());
@@ -29,12 +77,22 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
       f->data_ = nullptr;
       throw IoError(in_file(path, "cannot mmap " + std::to_string(f->size_) + " bytes: " + errno_text(errno)));
     }
+    auto& registry = mapping_registry();
+    std::lock_guard lock(registry.mutex);
+    registry.by_start[static_cast<const std::byte*>(f->data_)] = f.get();
   }
   return f;
 }
 
 MappedFile::~MappedFile() {
-  if (data_) munmap(data_, size_);
+  if (data_) {
+    {
+      auto& registry = mapping_registry();
+      std::lock_guard lock(registry.mutex);
+      registry.by_start.erase(static_cast<const std::byte*>(data_));
+    }
+    munmap(data_, size_);
+  }
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -87,6 +145,36 @@ AtomicOutputFile::~AtomicOutputFile() {
 }
 
 void AtomicOutputFile::write(std::span<const std::byte> data) {
+  // Below 1 MiB the system calls cost more than the mapping's page walks save.
+  constexpr size_t kKernelCopyMinBytes = size_t{1} << 20;
+  if (data.size() >= kKernelCopyMinBytes) {
+    if (const auto source = mapped_file_span(data); source && copy_from_file(*source, data.size())) return;
+  }
+  write_from_memory(data);
+}
+
+bool AtomicOutputFile::copy_from_file(const FileSpan& source, uint64_t length) {
+  loff_t in_offset = static_cast<loff_t>(source.offset);
+  uint64_t left = length;
+  while (left > 0) {
+    const ssize_t n = ::copy_file_range(source.fd, &in_offset, fd_, nullptr,
+                                        static_cast<size_t>(std::min<uint64_t>(left, uint64_t{1} << 30)), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && left == length && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP))
+      return false;  // this kernel or file system pair cannot: the caller writes from memory instead
+    if (n < 0)
+      throw IoError(in_file(path_, "copy from " + *source.path + " failed at byte " + std::to_string(position_) +
+                                       ": " + errno_text(errno)));
+    if (n == 0)
+      throw IoError(in_file(path_, "copy from " + *source.path + " stopped at byte " + std::to_string(in_offset) +
+                                       ": the source file is shorter than its mapping"));
+    left -= static_cast<uint64_t>(n);
+    position_ += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+void AtomicOutputFile::write_from_memory(std::span<const std::byte> data) {
   const std::byte* p = data.data();
   size_t left = data.size();
   while (left > 0) {
@@ -105,7 +193,7 @@ void AtomicOutputFile::write_zeros(uint64_t count) {
   static const std::vector<std::byte> zeros(1 << 16);
   while (count > 0) {
     const uint64_t n = std::min<uint64_t>(count, zeros.size());
-    write(std::span<const std::byte>(zeros.data(), n));
+    write_from_memory(std::span<const std::byte>(zeros.data(), n));
     count -= n;
   }
 }
