@@ -86,6 +86,8 @@ class FloatRows {
   // Columns [col_begin, col_begin + n) of row r as f32.
   void read(int64_t r, int64_t col_begin, int64_t n, float* out) const;
   void read_row(int64_t r, float* out) const { read(r, 0, cols_, out); }
+  // The stored bytes of row r (for kernels that read BF16 directly).
+  const std::byte* row_bytes(int64_t r) const { return data_ + r * row_stride_; }
 
  private:
   DType dtype_;

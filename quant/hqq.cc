@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "formats/errors.h"
+#include "formats/parallel.h"
 
 namespace hx {
 namespace {
@@ -92,6 +93,15 @@ HX_QUANT_INLINE F32x16 load16(const float* p) {
   return v;
 }
 
+// 16 bf16 values widened in registers (a bf16 is the high half of an f32): the solver reads BF16 rows directly
+// instead of converting each row again in every iteration.
+using U16x16 = uint16_t __attribute__((vector_size(32)));
+HX_QUANT_INLINE F32x16 load16(const uint16_t* p) {
+  U16x16 h;
+  std::memcpy(&h, p, sizeof(h));
+  return as_float(__builtin_convertvector(h, I32x16) << 16);
+}
+
 HX_QUANT_INLINE F32x16 abs16(F32x16 x) { return as_float(as_int(x) & 0x7fffffff); }
 
 // clamp(round_half_even(w·s' + z), 0, 15), clamping to [−1, 16] first: the same integer after the final clamp,
@@ -131,6 +141,18 @@ HX_QUANT_INLINE bool any_lane(I32x16 mask) {
   return (b[0] | b[1] | b[2] | b[3]) != 0;
 }
 
+// table[index[l]] for each lane (one vpermps on AVX-512). GCC has a builtin for a variable shuffle; clang (the
+// fuzz/sanitizer build) lacks it, and its loop form vectorises to the same permute.
+HX_QUANT_INLINE F32x16 lookup16(F32x16 table, I32x16 index) {
+#if defined(__clang__)
+  F32x16 r;
+  for (int l = 0; l < kLanes; ++l) r[l] = table[index[l] & 15];
+  return r;
+#else
+  return __builtin_shuffle(table, index);
+#endif
+}
+
 // Below this |d| no lane can shrink: |d| − |d|^p/β > 0 exactly when |d| > β^(−1/(1−p)) (p = lp − 1 < 0), and 0.1 %
 // below that bound the difference is negative by far more than pow's and the products' rounding, so relu gives 0
 // whether or not the power is evaluated. For trained weights |d| (at most half a quantization step) is almost
@@ -140,44 +162,54 @@ float shrink_threshold(float beta_inverse, float exponent) {
   return static_cast<float>(std::pow(static_cast<double>(beta_inverse), 1.0 / (1.0 - static_cast<double>(exponent))) * 0.999);
 }
 
-// One solver iteration over the groups of one row: updates `zero` in place, returns Σ|W − W_r| of the row.
-HX_QUANT_INLINE double row_iteration_kernel(const float* x, int64_t cols, int group_size, const float* multiplier,
+// One solver iteration over the groups of one row: updates `zero` in place, returns Σ|W − W_r| of the row (summed
+// in 16 float lanes over the whole row — lane = column % 16 — and folded once; it only decides when to stop).
+// Each group is first computed as if nothing shrinks (W_e = 0, so W − W_e = W exactly); only when its largest |d|
+// reaches the threshold is it computed again with the shrink (see shrink_threshold).
+template <typename In>  // float, or uint16_t for BF16 bits
+HX_QUANT_INLINE double row_iteration_kernel(const In* x, int64_t cols, int group_size, const float* multiplier,
                                             float* zero, float beta_inverse, float threshold, const PowConstants& k) {
-  double row_error = 0;
   const F32x16 all_codes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  F32x16 error_lanes = {};
   for (int64_t g = 0; g < cols / group_size; ++g) {
     const float s = multiplier[g], z = zero[g];
-    const float* xg = x + g * group_size;
+    const In* xg = x + g * group_size;
     // W_r = (W_q − z) / s' takes one of 16 values per group: divide once per group (the same quotients, so the
     // same bits), then look each one up by its code (one vpermps on AVX-512).
     const F32x16 dequantized = (all_codes - z) / s;
-    F32x16 error_lanes = {}, zero_lanes = {};
+    F32x16 zero_lanes = {}, largest = {};
     for (int j = 0; j < group_size; j += kLanes) {
       const F32x16 w = load16(xg + j);
       const F32x16 wq = quantize_codes16(w, s, z);
-      const F32x16 wr = __builtin_shuffle(dequantized, to_int(wq));
-      const F32x16 d = w - wr;
-      const F32x16 ad = abs16(d);
+      const F32x16 ad = abs16(w - lookup16(dequantized, to_int(wq)));
       error_lanes += ad;
-      F32x16 we = splat<F32x16>(0.0f);
-      if (any_lane(ad >= threshold)) {
-        F32x16 shrunk = ad - beta_inverse * pow_kernel(ad, k);
+      largest = where(ad > largest, ad, largest);
+      zero_lanes += wq - w * s;
+    }
+    if (any_lane(largest >= threshold)) {  // rare: the group again, with the shrink
+      zero_lanes = F32x16{};
+      for (int j = 0; j < group_size; j += kLanes) {
+        const F32x16 w = load16(xg + j);
+        const F32x16 wq = quantize_codes16(w, s, z);
+        const F32x16 d = w - lookup16(dequantized, to_int(wq));
+        F32x16 shrunk = abs16(d) - beta_inverse * pow_kernel(abs16(d), k);
         shrunk = where(shrunk > 0.0f, shrunk, splat<F32x16>(0.0f));
-        we = as_float(as_int(shrunk) | (as_int(d) & int32_t(0x80000000u)));  // sign(d)·relu(…)
+        const F32x16 we = as_float(as_int(shrunk) | (as_int(d) & int32_t(0x80000000u)));  // sign(d)·relu(…)
+        zero_lanes += wq - (w - we) * s;
       }
-      zero_lanes += wq - (w - we) * s;
     }
     zero[g] = static_cast<float>(fold16(zero_lanes) / group_size);
-    row_error += fold16(error_lanes);
   }
-  return row_error;
+  return fold16(error_lanes);
 }
 
-double row_iteration_generic(const float* x, int64_t cols, int gs, const float* mult, float* zero, float bi,
+template <typename In>
+double row_iteration_generic(const In* x, int64_t cols, int gs, const float* mult, float* zero, float bi,
                              float threshold, const PowConstants& k) {
   return row_iteration_kernel(x, cols, gs, mult, zero, bi, threshold, k);
 }
-HX_QUANT_AVX512 double row_iteration_avx512(const float* x, int64_t cols, int gs, const float* mult, float* zero,
+template <typename In>
+HX_QUANT_AVX512 double row_iteration_avx512(const In* x, int64_t cols, int gs, const float* mult, float* zero,
                                             float bi, float threshold, const PowConstants& k) {
   return row_iteration_kernel(x, cols, gs, mult, zero, bi, threshold, k);
 }
@@ -326,11 +358,11 @@ HqqFit hqq_fit_reference(const FloatRows& w, const HqqOptions& options) {
       const float beta_inverse = static_cast<float>(1.0 / beta);
       double total = 0;
       for (int64_t row = 0; row < w.rows(); ++row) {
-        double row_error = 0;
+        float error_lane[kLanes] = {};  // Σ|W − W_r| of the row, lane = column % 16
         for (int64_t g = row * groups_per_row; g < (row + 1) * groups_per_row; ++g) {
           const float* v = group_values(g);
           const float s = fit.multiplier[static_cast<size_t>(g)], z = fit.zero[static_cast<size_t>(g)];
-          float error_lane[kLanes] = {}, zero_lane[kLanes] = {};
+          float zero_lane[kLanes] = {};
           for (int j = 0; j < gs; ++j) {
             // W_q, W_r, W_e and the mean's term, op by op as hqq writes them.
             const float wq = std::clamp(round_half_even(v[j] * s + z), 0.0f, static_cast<float>(kHqqMaxCode));
@@ -342,9 +374,8 @@ HqqFit hqq_fit_reference(const FloatRows& w, const HqqOptions& options) {
             zero_lane[j % kLanes] += wq - (v[j] - we) * s;
           }
           fit.zero[static_cast<size_t>(g)] = static_cast<float>(fold_lanes(zero_lane) / gs);
-          row_error += fold_lanes(error_lane);
         }
-        total += row_error;
+        total += fold_lanes(error_lane);
       }
       beta *= options.kappa;
       const double error = total / count;
@@ -392,15 +423,25 @@ HqqFit hqq_fit(const FloatRows& w, const HqqOptions& options) {
     double beta = options.beta, best = 1e4;
     const double count = static_cast<double>(w.rows()) * static_cast<double>(w.cols());
     std::vector<double> row_error(static_cast<size_t>(w.rows()));
+    const int64_t row_grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(w.cols(), 1));
     for (int it = 0; it < options.max_iterations; ++it) {
       const float beta_inverse = static_cast<float>(1.0 / beta);
       const float threshold = shrink_threshold(beta_inverse, k.p);
-      for_each_row(w, 0, w.rows(), [&](int64_t r, const float* x, float*) {
-        const size_t first = static_cast<size_t>(r * groups_per_row);
-        row_error[static_cast<size_t>(r)] = (avx512 ? row_iteration_avx512 : row_iteration_generic)(
-            x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first], beta_inverse, threshold, k);
-        return ErrorStats{};
-      });
+      if (w.dtype() == DType::kBF16) {  // the common case: straight from the stored rows
+        parallel_for(0, w.rows(), row_grain, [&](int64_t r) {
+          const size_t first = static_cast<size_t>(r * groups_per_row);
+          const auto* x = reinterpret_cast<const uint16_t*>(w.row_bytes(r));
+          row_error[static_cast<size_t>(r)] = (avx512 ? row_iteration_avx512<uint16_t> : row_iteration_generic<uint16_t>)(
+              x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first], beta_inverse, threshold, k);
+        });
+      } else {
+        for_each_row(w, 0, w.rows(), [&](int64_t r, const float* x, float*) {
+          const size_t first = static_cast<size_t>(r * groups_per_row);
+          row_error[static_cast<size_t>(r)] = (avx512 ? row_iteration_avx512<float> : row_iteration_generic<float>)(
+              x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first], beta_inverse, threshold, k);
+          return ErrorStats{};
+        });
+      }
       double total = 0;
       for (double e : row_error) total += e;  // row order: independent of the thread count
       beta *= options.kappa;

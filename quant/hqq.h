@@ -15,9 +15,13 @@
 //   Ŵ      = (q − z) · s                                  (f32; hqq's Quantizer.dequantize on the uncast meta)
 // Float32 details hxforge fixes where torch leaves them open (so that reference and fast path agree bit for bit):
 //  * |d|^(p−1) is hqq_pow(), a float implementation within kHqqMaxPowUlp ulp of the exact power (torch uses Sleef's
-//    1-ulp powf); a group mean sums 16 float lanes (element j into lane j % 16, in order) and then the lanes in
-//    double; the tensor error sums rows in double in row order. These move an optimised zero by a few float ulps
+//    1-ulp powf); a group mean sums 16 float lanes (element j into lane j % 16, in order) and folds the lanes in
+//    double by a fixed tree; the stop test's error sums each row in 16 float lanes (lane = column % 16), folds them
+//    the same way and adds the rows in double in row order. These move an optimised zero by a few float ulps
 //    against hqq's own run (quant_hqq_test states the tolerance); the non-optimised path is exact.
+//  * Speed without changing a bit (hqq.cc): W_r takes 16 values per group, so it is divided once per group and
+//    looked up by code; a group whose |d| all lie clearly below the shrink threshold skips pow (relu is 0 there);
+//    BF16 rows are read directly by the solver instead of being converted again in every iteration.
 //  * −0 is never stored: min, max and z0 are normalised to +0 (torch keeps whichever zero its reduction met first).
 // Packed layouts (X.weight.scale / X.weight.zero are siblings of X.weight):
 //  * portable — X.weight U8 [out, in/2]: byte r·in/2 + j holds code (r, 2j) in bits 0-3 (low nibble) and code

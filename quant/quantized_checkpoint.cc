@@ -666,7 +666,12 @@ QuantizeResult write_quantized_checkpoint(const Checkpoint& input, const std::ve
     }
     const QuantizedTensorEntry& e = *p.quantize;
     if (slot.part == 0) {
-      const FloatRows w = FloatRows::from_view(t.view, in_file(input.path, quoted(p.name)));
+      // A strided view (a transposed tensor in a .pth) is gathered once into a contiguous copy of this one tensor.
+      const TensorView view = t.view.is_contiguous()
+                                  ? t.view
+                                  : TensorView::contiguous(t.view.dtype, t.view.shape,
+                                                           Storage::owned(to_contiguous_bytes(t.view)));
+      const FloatRows w = FloatRows::from_view(view, in_file(input.path, quoted(p.name)));
       const uint64_t row_bytes = static_cast<uint64_t>(w.cols()) * dtype_element_size(w.dtype());
       pending = quantize_tensor(w, e, options.hqq, sink, [&](uint64_t rows) {
         bytes_done += rows * row_bytes;
