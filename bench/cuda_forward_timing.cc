@@ -3,10 +3,11 @@
 //
 //   cuda_forward_timing MODEL [--prefill 2048] [--decode 64] [--compute bf16|f32] [--repeats 3]
 //
-// Prefill: T tokens in one call on a fresh state (after one untimed warm-up call of the same size, so kernel
-// loading and the memory pool's first allocations are not counted); the best of --repeats. Decode: --decode calls
-// of one token each after that prefill (KV caches and RWKV states carried), the mean per token. Token ids are a
-// fixed pseudo-random sequence. Also prints the weight bytes on the GPU, from which decode's roofline follows.
+// Prefill: T tokens in one call on a fresh state, logits of the last position only (as generation needs them),
+// after one untimed warm-up call of the same size (kernel loading and the memory pool's first allocations are not
+// counted); the best of --repeats. Decode: --decode calls of one token each after that prefill (KV caches and RWKV
+// states carried), the mean per token. Token ids are a fixed pseudo-random sequence. Also prints the weight bytes on
+// the GPU, from which decode's roofline follows.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -62,7 +63,7 @@ int main(int argc, char** argv) {
     for (int r = 0; r <= repeats; ++r) {  // r = 0 is the warm-up
       hx::CudaState state = model.new_state();
       const auto start = Clock::now();
-      model.forward(all.first(static_cast<size_t>(prefill)), state, options);
+      model.forward(all.first(static_cast<size_t>(prefill)), state, options, hx::LogitRows::kLast);
       const double seconds = seconds_since(start);
       if (r > 0) best_prefill = std::min(best_prefill, seconds);
       if (r == repeats) {

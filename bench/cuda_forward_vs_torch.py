@@ -30,6 +30,7 @@ def synth(hxforge, name, folder):
     arch, preset, layers = MODELS[name]
     if os.path.exists(os.path.join(folder, "config.json")):
         return True
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
     cmd = [hxforge, "synth", "--arch", arch, "--preset", preset, "--seed", "1", "--out", folder, "-q"]
     if layers:
         cmd += ["--layers", str(layers)]
@@ -59,7 +60,7 @@ def torch_timing(folder, prefill, decode, attn, repeats=3):
         for r in range(repeats + 1):
             torch.cuda.synchronize()
             start = time.perf_counter()
-            out = model(ids[:, :prefill], use_cache=True)
+            out = model(ids[:, :prefill], use_cache=True, logits_to_keep=1)  # as hxforge: the last row only
             torch.cuda.synchronize()
             if r > 0:
                 best = min(best, time.perf_counter() - start)

@@ -4,6 +4,7 @@
 // The oracle folder can be moved with HXFORGE_ORACLE_DIR (the device machine has no ../shared).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -37,6 +38,11 @@ constexpr double kBf16MaxMeanKl = 1e-3;
 // The GPU's bf16 run against the CPU f32 reference may be at most this factor worse than the CPU's bf16 run: the two
 // engines draw different roundings of the same size, so their distances from f32 differ by tens of %, not 2×.
 constexpr double kBf16AccuracyFactor = 2.0;
+// In kBF16 the engines' logits differ by up to ~0.03 (Llama, hxa079) and ~0.2 (Gemma-4's softcapped head), measured;
+// a position whose two best CPU logits are closer than this is a tie under bf16 noise and does not count towards
+// top-1 agreement (in kF32 every position counts). Measured: one Llama fp5 position in 40 flipped at such a tie.
+// The margin is below Gemma's differences, so a flip there would still be caught.
+constexpr double kBf16TieMargin = 0.05;
 // In kF32 both engines compute the same f32 formulas and differ only in summation order (cuBLAS vs the CPU GEMM,
 // parallel vs sequential norms and softmax): ~1e-5 on these logits, so 1e-3 — the oracle README's f32 gate — is
 // also the CPU–GPU gate, while a wrong formula moves logits by ≥ 1e-2.
@@ -66,9 +72,36 @@ double mean_kl(std::span<const float> reference, std::span<const float> other, i
   return positions ? total / static_cast<double>(positions) : 0.0;
 }
 
+// Top-1 agreement over the positions whose best CPU logit leads the second by more than `margin`.
+double top1_beyond_ties(std::span<const float> cpu, std::span<const float> gpu, int64_t vocab, double margin,
+                        int64_t* counted) {
+  int64_t agree = 0;
+  *counted = 0;
+  for (int64_t t = 0; t < static_cast<int64_t>(cpu.size()) / vocab; ++t) {
+    const auto c = cpu.subspan(static_cast<size_t>(t * vocab), static_cast<size_t>(vocab));
+    const auto g = gpu.subspan(static_cast<size_t>(t * vocab), static_cast<size_t>(vocab));
+    const int64_t best = std::max_element(c.begin(), c.end()) - c.begin();
+    float second = -INFINITY;
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (i != best) second = std::max(second, c[static_cast<size_t>(i)]);
+    }
+    if (c[static_cast<size_t>(best)] - second <= margin) continue;
+    ++*counted;
+    agree += std::max_element(g.begin(), g.end()) - g.begin() == best;
+  }
+  return *counted ? static_cast<double>(agree) / static_cast<double>(*counted) : 1.0;
+}
+
 void expect_parity(const ForwardResult& cpu, const ForwardResult& gpu, ComputeMode mode, const std::string& what) {
   ASSERT_EQ(cpu.logits.size(), gpu.logits.size()) << what;
-  const auto a = compare_logits(cpu.logits, gpu.logits, cpu.vocab_size);
+  auto a = compare_logits(cpu.logits, gpu.logits, cpu.vocab_size);
+  if (mode == ComputeMode::kBF16) {
+    int64_t counted = 0;
+    a.top1 = top1_beyond_ties(cpu.logits, gpu.logits, cpu.vocab_size, kBf16TieMargin, &counted);
+    std::printf("  %s: %lld of %lld positions have a clear winner (margin > %.2g)\n", what.c_str(),
+                static_cast<long long>(counted), static_cast<long long>(a.positions), kBf16TieMargin);
+    EXPECT_GE(counted, a.positions / 2) << what << ": too few clear positions for top-1 to mean anything";
+  }
   const double kl = mean_kl(cpu.logits, gpu.logits, cpu.vocab_size);
   std::printf("  %s, %s compute: GPU vs CPU %s, mean KL %.3g\n", what.c_str(), compute_mode_name(mode),
               describe(a).c_str(), kl);
@@ -178,9 +211,19 @@ TEST_P(CudaParity, GpuMatchesCpuAndTheOracle) {
     const ForwardResult step = gpu.forward(all.subspan(t, 1), stepped, options);
     logits.insert(logits.end(), step.logits.begin(), step.logits.end());
   }
-  const auto a = compare_logits(got.logits, logits, got.vocab_size);
-  EXPECT_LE(a.max_abs, kF32LogitTolerance) << "prefill+decode vs one prefill: " << describe(a);
-  EXPECT_EQ(a.top1, 1.0) << describe(a);
+  // (Decode takes other kernels than prefill — gemv.cu, split attention — so in kBF16 the parity gates apply.)
+  ForwardResult stepped_result;
+  stepped_result.tokens = got.tokens;
+  stepped_result.vocab_size = got.vocab_size;
+  stepped_result.logits = logits;
+  expect_parity(got, stepped_result, c.mode, c.name + " prefill+decode vs one prefill");
+
+  // LogitRows::kLast: the last row of the full logits, alone.
+  CudaState last_state = gpu.new_state();
+  const ForwardResult last = gpu.forward(tokens, last_state, options, LogitRows::kLast);
+  ASSERT_EQ(last.logits.size(), static_cast<size_t>(got.vocab_size));
+  EXPECT_EQ(last.tokens, 1);
+  EXPECT_LE(test::max_abs_difference(last.logits, got.logits_row(got.tokens - 1)), kF32LogitTolerance);
 
   // reset() gives back an empty sequence.
   stepped.reset();
@@ -204,6 +247,91 @@ std::vector<Case> every_case() {
 
 INSTANTIATE_TEST_SUITE_P(EveryArchitectureAndMode, CudaParity, ::testing::ValuesIn(every_case()),
                          [](const ::testing::TestParamInfo<Case>& param) { return param.param.name; });
+
+// ---- long sequences: the tiled prefill attention (≥ 64 queries) and the split decode attention (> 256 keys) ----
+
+class CudaLongSequence : public ::testing::TestWithParam<Arch> {};
+
+TEST_P(CudaLongSequence, TiledPrefillAndSplitDecodeMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  TempDir dir;
+  const std::string path = dir.file("model");
+  SynthOptions options;
+  options.seed = 7;
+  write_synthetic_checkpoint(preset_config(GetParam(), "tiny"), path, options);
+  const Checkpoint checkpoint = open_checkpoint(path);
+  const Model cpu(checkpoint);
+  const CudaModel gpu(checkpoint);
+  constexpr size_t kTokens = 320, kPrefill = 264;  // decode steps see caches of 265 … 320 positions: two splits
+  const std::vector<int64_t> tokens = some_tokens(kTokens, cpu.vocab_size());
+  ForwardState cpu_state = cpu.new_state();
+  const ForwardResult want = cpu.forward(tokens, cpu_state);
+  CudaState gpu_state = gpu.new_state();
+  expect_parity(want, gpu.forward(tokens, gpu_state), ComputeMode::kF32, "320-token prefill");
+
+  CudaState stepped = gpu.new_state();
+  const std::span<const int64_t> all(tokens);
+  ForwardResult decoded = gpu.forward(all.first(kPrefill), stepped);
+  for (size_t t = kPrefill; t < kTokens; ++t) {
+    const ForwardResult step = gpu.forward(all.subspan(t, 1), stepped);
+    decoded.logits.insert(decoded.logits.end(), step.logits.begin(), step.logits.end());
+  }
+  decoded.tokens = static_cast<int64_t>(kTokens);
+  expect_parity(want, decoded, ComputeMode::kF32, "264-token prefill + 56 decode steps");
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryArchitecture, CudaLongSequence,
+                         ::testing::Values(Arch::kGemma4, Arch::kLlama, Arch::kHxa079, Arch::kHxa07i),
+                         [](const ::testing::TestParamInfo<Arch>& param) { return std::string(arch_name(param.param)); });
+
+// ---- quantized checkpoints: the GPU computes with the values the CPU decodes ----
+
+struct QuantCase {
+  Arch arch;
+  std::string scheme;
+  ComputeMode mode;
+};
+
+class CudaQuantizedParity : public ::testing::TestWithParam<QuantCase> {};
+
+TEST_P(CudaQuantizedParity, GpuMatchesCpuOnAQuantizedSyntheticModel) {
+  SKIP_WITHOUT_GPU();
+  const QuantCase& c = GetParam();
+  TempDir dir;
+  const std::string source = dir.file("source"), quantized = dir.file("quantized");
+  SynthOptions options;
+  options.seed = 3;
+  write_synthetic_checkpoint(preset_config(c.arch, "tiny"), source, options);
+  const test::CommandResult q = test::run_hxforge("quantize " + test::shell_quote(source) + " --scheme " + c.scheme +
+                                                  " --out " + test::shell_quote(quantized) + " -q");
+  ASSERT_EQ(q.exit_code, 0) << q.output;
+  const Checkpoint checkpoint = open_checkpoint(quantized);
+  const Model cpu(checkpoint);
+  const CudaModel gpu(checkpoint);
+  const std::vector<int64_t> tokens = some_tokens(40, cpu.vocab_size());
+  ForwardOptions forward_options;
+  forward_options.compute = c.mode;
+  ForwardState cpu_state = cpu.new_state();
+  CudaState gpu_state = gpu.new_state();
+  expect_parity(cpu.forward(tokens, cpu_state, forward_options), gpu.forward(tokens, gpu_state, forward_options),
+                c.mode, std::string(arch_name(c.arch)) + " " + c.scheme);
+}
+
+std::vector<QuantCase> quant_cases() {
+  std::vector<QuantCase> cases;
+  for (const char* scheme : {"int8", "fp8", "fp6", "fp5", "int4"}) {
+    cases.push_back({Arch::kLlama, scheme, ComputeMode::kF32});
+    cases.push_back({Arch::kLlama, scheme, ComputeMode::kBF16});
+    cases.push_back({Arch::kHxa07i, scheme, ComputeMode::kF32});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(EverySchemeAndMode, CudaQuantizedParity, ::testing::ValuesIn(quant_cases()),
+                         [](const ::testing::TestParamInfo<QuantCase>& param) {
+                           return std::string(arch_name(param.param.arch)) + "_" + param.param.scheme + "_" +
+                                  compute_mode_name(param.param.mode);
+                         });
 
 // ---- the command line ----
 

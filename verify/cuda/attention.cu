@@ -4,8 +4,11 @@
 // computes the scores of a quarter of the chunk (lanes over head_dim, coalesced, shuffle-reduced), then the block
 // updates an online softmax (running max and sum, rescaling the output) and every thread accumulates its own output
 // dims over the chunk's values (coalesced along head_dim). The output stays in registers (head_dim ≤ 512).
-// Non-goals for now: tensor cores and shared K/V tiles across queries (flash-style tiling); splitting long caches
-// over several blocks for decode.
+// Prefill (≥ kTiledMinTokens queries, head_dim 64/128/256) takes a tiled kernel instead: K/V tiles in shared memory
+// shared by 32 queries, f32 on the CUDA cores (the CPU reference computes attention in f32 in both compute modes).
+// Decode (few queries) splits long key ranges over several blocks (kSplitKeys each) and merges them after.
+// Non-goals for now: tensor cores.
+#include <algorithm>
 #include <cfloat>
 #include <stdexcept>
 #include <string>
@@ -20,13 +23,21 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kChunk = kThreads;  // keys per online-softmax step: one probability per thread
 constexpr int kDimsPerThread = static_cast<int>(kMaxAttentionHeadDim / kThreads);
 
+// With splits > 1 (decode: few queries, long caches), block z covers keys [first + z·kSplitKeys, …) of its query
+// only and writes its unnormalised output, running max and sum to `partial` [T, heads, splits, d + 2] for
+// combine_kernel; with one split it writes the output itself.
+constexpr int64_t kSplitKeys = 256;
+
 __global__ void attention_kernel(AttentionShape shape, const float* q, int64_t tokens, const float* k, const float* v,
-                                 int64_t cache_len, float* out) {
-  const int64_t t = blockIdx.x, head = blockIdx.y;
+                                 int64_t cache_len, float* out, float* partial) {
+  const int64_t t = blockIdx.x, head = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
   const int64_t d = shape.head_dim, group = shape.q_heads / shape.kv_heads, kv_head = head / group;
   const int64_t kv_stride = shape.kv_heads * d;
-  const int64_t position = cache_len - tokens + t;
-  const int64_t first = shape.sliding_window > 0 ? max(int64_t(0), position - shape.sliding_window + 1) : 0;
+  const int64_t query_position = cache_len - tokens + t;
+  const int64_t query_first =
+      shape.sliding_window > 0 ? max(int64_t(0), query_position - shape.sliding_window + 1) : 0;
+  const int64_t first = splits > 1 ? query_first + split * kSplitKeys : query_first;
+  const int64_t position = splits > 1 ? min(query_position, first + kSplitKeys - 1) : query_position;
 
   extern __shared__ float query[];  // [d]
   __shared__ float probs[kChunk];
@@ -74,11 +85,146 @@ __global__ void attention_kernel(AttentionShape shape, const float* q, int64_t t
     }
     __syncthreads();  // probs is rewritten by the next chunk
   }
+  if (splits > 1) {
+    float* mine = partial + ((t * shape.q_heads + head) * splits + split) * (d + 2);
+    for (int u = 0; u < kDimsPerThread; ++u) {
+      const int64_t i = threadIdx.x + int64_t(u) * kThreads;
+      if (i < d) mine[i] = acc[u];
+    }
+    if (threadIdx.x == 0) mine[d] = running_max, mine[d + 1] = running_sum;  // sum 0: an empty split
+    return;
+  }
   for (int u = 0; u < kDimsPerThread; ++u) {
     const int64_t i = threadIdx.x + int64_t(u) * kThreads;
     if (i < d) out[(t * shape.q_heads + head) * d + i] = acc[u] / running_sum;
   }
 }
+
+// Merges the splits of one (query, head): out = Σ_s acc_s·e^(m_s − m) / Σ_s sum_s·e^(m_s − m), m = max_s m_s.
+__global__ void combine_kernel(const float* partial, int64_t heads, int64_t splits, int64_t d, float* out) {
+  const int64_t row = blockIdx.x;  // t · heads + head
+  const float* parts = partial + row * splits * (d + 2);
+  float m = -FLT_MAX;
+  for (int64_t s = 0; s < splits; ++s) {
+    if (parts[s * (d + 2) + d + 1] > 0.0f) m = fmaxf(m, parts[s * (d + 2) + d]);
+  }
+  float total = 0.0f;
+  for (int64_t s = 0; s < splits; ++s) {
+    const float sum = parts[s * (d + 2) + d + 1];
+    if (sum > 0.0f) total += sum * expf(parts[s * (d + 2) + d] - m);
+  }
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+    float value = 0.0f;
+    for (int64_t s = 0; s < splits; ++s) {
+      if (parts[s * (d + 2) + d + 1] > 0.0f) value += parts[s * (d + 2) + i] * expf(parts[s * (d + 2) + d] - m);
+    }
+    out[row * d + i] = value / total;
+  }
+}
+
+// The tiled kernel for prefill: one block per (tile of kTileQ queries, q head), 128 threads, 4 per query. K/V come
+// in tiles of kTileK keys through shared memory, shared by the tile's queries (the simple kernel re-reads them per
+// query). Thread `sub` of query qi scores keys sub, sub+4, …, keeps an online softmax per query (max and sum
+// shuffled among its 4 threads) and owns the output dims sub, sub+4, … of its query, in registers. Rows of Q and K
+// are padded by one float so that neither the 8 queries nor the 4 key rows a warp reads at once share a bank.
+constexpr int kTileQ = 32, kTileK = 32, kThreadsPerQuery = 4;
+static_assert(kTileQ * kThreadsPerQuery == kThreads, "one thread group per query");
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) attention_tiled_kernel(AttentionShape shape, const float* q, int64_t tokens,
+                                                                   const float* k, const float* v, int64_t cache_len,
+                                                                   float* out) {
+  constexpr int kKeysPerThread = kTileK / kThreadsPerQuery, kDims = D / kThreadsPerQuery, kPad = D + 1;
+  extern __shared__ float shared[];
+  float* qs = shared;                  // [kTileQ][D + 1]
+  float* ks = qs + kTileQ * kPad;      // [kTileK][D + 1]
+  float* vs = ks + kTileK * kPad;      // [kTileK][D]
+  float* ps = vs + kTileK * D;         // [kTileQ][kTileK + 1]
+
+  const int64_t head = blockIdx.y, kv_head = head / (shape.q_heads / shape.kv_heads);
+  const int64_t q_stride = shape.q_heads * D, kv_stride = shape.kv_heads * D;
+  const int64_t t0 = int64_t(blockIdx.x) * kTileQ, past = cache_len - tokens;
+  const int qi = threadIdx.x / kThreadsPerQuery, sub = threadIdx.x % kThreadsPerQuery;
+  const int64_t t = t0 + qi, position = past + t;
+  const bool live = t < tokens;
+  const int64_t first = shape.sliding_window > 0 ? max(int64_t(0), position - shape.sliding_window + 1) : 0;
+
+  for (int e = threadIdx.x; e < kTileQ * D; e += kThreads) {
+    const int row = e / D, i = e % D;
+    qs[row * kPad + i] = t0 + row < tokens ? q[(t0 + row) * q_stride + head * D + i] : 0.0f;
+  }
+  const int64_t last_t = min(tokens, t0 + kTileQ) - 1;
+  const int64_t block_last = past + last_t;
+  const int64_t block_first = shape.sliding_window > 0 ? max(int64_t(0), past + t0 - shape.sliding_window + 1) : 0;
+
+  float acc[kDims];
+#pragma unroll
+  for (int u = 0; u < kDims; ++u) acc[u] = 0.0f;
+  float running_max = -FLT_MAX, running_sum = 0.0f;
+
+  for (int64_t start = block_first; start <= block_last; start += kTileK) {
+    __syncthreads();  // the previous tile is consumed (and qs written, on the first pass)
+    for (int e = threadIdx.x; e < kTileK * D; e += kThreads) {
+      const int row = e / D, i = e % D;
+      const int64_t j = start + row;
+      const bool in_cache = j <= block_last;
+      ks[row * kPad + i] = in_cache ? k[j * kv_stride + kv_head * D + i] : 0.0f;
+      vs[row * D + i] = in_cache ? v[j * kv_stride + kv_head * D + i] : 0.0f;
+    }
+    __syncthreads();
+    float scores[kKeysPerThread];
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int u = 0; u < kKeysPerThread; ++u) {
+      const int kj = sub + kThreadsPerQuery * u;
+      const int64_t j = start + kj;
+      float dot = 0.0f;
+#pragma unroll 8
+      for (int i = 0; i < D; ++i) dot += qs[qi * kPad + i] * ks[kj * kPad + i];
+      scores[u] = live && j >= first && j <= position ? dot * shape.scale : -INFINITY;
+      tile_max = fmaxf(tile_max, scores[u]);
+    }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+    const float new_max = fmaxf(running_max, tile_max);
+    const float rescale = expf(running_max - new_max);
+    float tile_sum = 0.0f;
+#pragma unroll
+    for (int u = 0; u < kKeysPerThread; ++u) {
+      const float p = expf(scores[u] - new_max);  // 0 for masked keys
+      ps[qi * (kTileK + 1) + sub + kThreadsPerQuery * u] = p;
+      tile_sum += p;
+    }
+    tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 1);
+    tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 2);
+    running_sum = running_sum * rescale + tile_sum;
+    running_max = new_max;
+    __syncwarp();  // a query's 4 threads share a warp: its probabilities are visible to them now
+#pragma unroll
+    for (int u = 0; u < kDims; ++u) acc[u] *= rescale;
+    for (int kj = 0; kj < kTileK; ++kj) {
+      const float p = ps[qi * (kTileK + 1) + kj];
+#pragma unroll
+      for (int u = 0; u < kDims; ++u) acc[u] += p * vs[kj * D + sub + kThreadsPerQuery * u];
+    }
+  }
+  if (!live) return;
+#pragma unroll
+  for (int u = 0; u < kDims; ++u) out[t * q_stride + head * D + sub + kThreadsPerQuery * u] = acc[u] / running_sum;
+}
+
+template <int D>
+void launch_tiled(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
+                  int64_t cache_len, float* out, cudaStream_t stream) {
+  const size_t bytes = sizeof(float) * static_cast<size_t>((kTileQ + kTileK) * (D + 1) + kTileK * D +
+                                                           kTileQ * (kTileK + 1));
+  cudaFuncSetAttribute(attention_tiled_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  const dim3 grid(static_cast<unsigned>((tokens + kTileQ - 1) / kTileQ), static_cast<unsigned>(shape.q_heads));
+  attention_tiled_kernel<D><<<grid, kThreads, bytes, stream>>>(shape, q, tokens, k, v, cache_len, out);
+}
+
+// Below this many queries the simple kernel's one block per query fills the GPU better than tiles of 32.
+constexpr int64_t kTiledMinTokens = 64;
 
 }  // namespace
 
@@ -91,9 +237,37 @@ void causal_attention(const AttentionShape& shape, const float* q, int64_t token
                                 std::to_string(shape.q_heads) + ", kv_heads " + std::to_string(shape.kv_heads) + ")");
   }
   if (tokens == 0) return;
-  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(shape.q_heads));
-  attention_kernel<<<grid, kThreads, static_cast<size_t>(shape.head_dim) * sizeof(float), stream>>>(
-      shape, q, tokens, k, v, cache_len, out);
+  if (tokens >= kTiledMinTokens) {
+    switch (shape.head_dim) {
+      case 32: return launch_tiled<32>(shape, q, tokens, k, v, cache_len, out, stream);
+      case 64: return launch_tiled<64>(shape, q, tokens, k, v, cache_len, out, stream);
+      case 96: return launch_tiled<96>(shape, q, tokens, k, v, cache_len, out, stream);
+      case 128: return launch_tiled<128>(shape, q, tokens, k, v, cache_len, out, stream);
+      case 256: return launch_tiled<256>(shape, q, tokens, k, v, cache_len, out, stream);
+      default: break;  // other head sizes take the simple kernel
+    }
+  }
+  // Split long key ranges over several blocks when the (query, head) blocks alone would leave most SMs idle.
+  constexpr int64_t kBusyBlocks = 264;  // 2 per SM of an H100
+  const int64_t keys = shape.sliding_window > 0 ? std::min(shape.sliding_window, cache_len) : cache_len;
+  const int64_t splits = tokens * shape.q_heads >= kBusyBlocks ? 1 : (keys + kSplitKeys - 1) / kSplitKeys;
+  const size_t query_bytes = static_cast<size_t>(shape.head_dim) * sizeof(float);
+  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(shape.q_heads), static_cast<unsigned>(splits));
+  if (splits <= 1) {
+    attention_kernel<<<grid, kThreads, query_bytes, stream>>>(shape, q, tokens, k, v, cache_len, out, nullptr);
+    return;
+  }
+  void* partial = nullptr;
+  const size_t partial_bytes =
+      static_cast<size_t>(tokens * shape.q_heads * splits * (shape.head_dim + 2)) * sizeof(float);
+  if (cudaMallocAsync(&partial, partial_bytes, stream) != cudaSuccess) {
+    throw std::runtime_error("CUDA attention: cannot allocate " + std::to_string(partial_bytes) + " bytes of scratch");
+  }
+  attention_kernel<<<grid, kThreads, query_bytes, stream>>>(shape, q, tokens, k, v, cache_len, out,
+                                                            static_cast<float*>(partial));
+  combine_kernel<<<static_cast<unsigned>(tokens * shape.q_heads), kThreads, 0, stream>>>(
+      static_cast<const float*>(partial), shape.q_heads, splits, shape.head_dim, out);
+  cudaFreeAsync(partial, stream);
 }
 
 }  // namespace hx::cuda

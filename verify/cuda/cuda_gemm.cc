@@ -3,7 +3,8 @@
 // Products: y = x·Wᵀ with W [N, K] row-major, i.e. in cuBLAS's column-major terms Yᵀ[N, T] = op_T(W)·Xᵀ. kF32
 // computes in f32 (CUBLAS_COMPUTE_32F, default math mode: no TF32), kBF16 rounds x and W to bf16 and sums the exact
 // products in f32 — the CPU's two MatmulCompute modes. A weight stored in the other dtype is converted on the fly
-// in slices of rows (bounded scratch), so a bf16 model runs the f32 reference mode too.
+// in slices of rows (bounded scratch), so a bf16 model runs the f32 reference mode too. Calls of ≤ 4 tokens on bf16
+// weights (decode) take gemv.cu's memory-bound kernel instead.
 #include <algorithm>
 #include <string>
 
@@ -42,6 +43,11 @@ void gemm(const CallContext& ctx, const void* w, cudaDataType type, const void* 
 void matmul(const CallContext& ctx, const float* x, const DeviceMatrix& w, float* y, bool accumulate) {
   const int64_t T = ctx.tokens, N = w.rows, K = w.cols;
   const bool want_bf16 = ctx.bf16;
+  // Decode-sized calls on bf16 weights: the memory-bound kernel of gemv.cu (no conversion launch, no cuBLAS call).
+  if (w.bf16 && gemv_bf16(static_cast<const uint16_t*>(w.data.get()), x, y, T, N, K, want_bf16, accumulate,
+                          ctx.stream)) {
+    return;
+  }
   DeviceBuffer x_bf16;
   const void* x_in = x;
   if (want_bf16) {

@@ -16,6 +16,13 @@ void bf16_to_f32(const uint16_t* x, float* out, int64_t n, cudaStream_t stream);
 void gather_rows(const void* table, bool table_bf16, int64_t width, const int64_t* ids, int64_t tokens, float scale,
                  float* out, cudaStream_t stream);
 
+// ---- products with few tokens (gemv.cu) ----
+constexpr int64_t kMaxGemvTokens = 4;
+// y [tokens, rows] (=|+=) x [tokens, cols] · Wᵀ for bf16 W [rows, cols]; x rounded to bf16 first when round_x (the
+// kBF16 mode). Returns false (and launches nothing) when the shape or alignment does not suit it: use cuBLAS then.
+bool gemv_bf16(const uint16_t* w, const float* x, float* y, int64_t tokens, int64_t rows, int64_t cols, bool round_x,
+               bool accumulate, cudaStream_t stream);
+
 // ---- row-wise and element-wise ops (elementwise.cu) ----
 // rms_norm: y = x · (mean(x²) + eps)^-½ · w (w may be null: weightless); rows of `dim`. In place allowed.
 void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const float* weight, float eps, cudaStream_t s);

@@ -277,7 +277,7 @@ class RopeTables {
     const size_t bytes = host.cos.size() * sizeof(float);
     check(cudaMemcpyAsync(device->cos.get(), host.cos.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream), "RoPE");
     check(cudaMemcpyAsync(device->sin.get(), host.sin.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream), "RoPE");
-    check(cudaStreamSynchronize(ctx_.stream), "uploading RoPE tables");  // the host tables go out of scope
+    // (copies from pageable memory are staged before cudaMemcpyAsync returns: the host tables may go away)
     tables_.emplace_back(plan, std::move(device));
     return tables_.back().second.get();
   }
@@ -291,8 +291,7 @@ class RopeTables {
 DeviceBuffer upload_ids(const cuda::CallContext& ctx, const std::vector<int64_t>& ids) {
   DeviceBuffer d(ids.size() * sizeof(int64_t), ctx.stream);
   check(cudaMemcpyAsync(d.get(), ids.data(), ids.size() * sizeof(int64_t), cudaMemcpyHostToDevice, ctx.stream),
-        "uploading token ids");
-  check(cudaStreamSynchronize(ctx.stream), "uploading token ids");
+        "uploading token ids");  // from pageable memory: staged before the call returns, so `ids` may go
   return d;
 }
 
@@ -355,8 +354,8 @@ CudaState CudaModel::new_state() const {
   return state;
 }
 
-ForwardResult CudaModel::forward(std::span<const int64_t> tokens, CudaState& state,
-                                 const ForwardOptions& options) const {
+ForwardResult CudaModel::forward(std::span<const int64_t> tokens, CudaState& state, const ForwardOptions& options,
+                                 LogitRows rows) const {
   const Impl& m = *impl_;
   const ModelPlan& plan = m.plan;
   std::vector<DeviceLayerState>& layers = state.impl_->layers;
@@ -417,12 +416,20 @@ ForwardResult CudaModel::forward(std::span<const int64_t> tokens, CudaState& sta
   rms_norm_rows(ctx, h.f32(), h.f32(), T, D, m.final_norm);
   if (options.collect_hidden) result.hidden.push_back(cuda::download(ctx, h.f32(), T * D));
 
-  DeviceBuffer logits = ctx.take(T * plan.vocab_size);
-  project(ctx, h.f32(), m.head_matrix(), logits.f32());
+  cuda::CallContext head_ctx;  // the head's rows: every position, or the last one
+  head_ctx.plan = &plan;
+  head_ctx.tokens = rows == LogitRows::kLast ? 1 : T;
+  head_ctx.bf16 = ctx.bf16;
+  head_ctx.stream = ctx.stream;
+  head_ctx.blas = ctx.blas;
+  const int64_t logit_count = head_ctx.tokens * plan.vocab_size;
+  DeviceBuffer logits = ctx.take(logit_count);
+  project(head_ctx, h.f32() + (T - head_ctx.tokens) * D, m.head_matrix(), logits.f32());
   if (plan.final_logit_softcap > 0) {
-    cuda::softcap(logits.f32(), T * plan.vocab_size, static_cast<float>(plan.final_logit_softcap), ctx.stream);
+    cuda::softcap(logits.f32(), logit_count, static_cast<float>(plan.final_logit_softcap), ctx.stream);
   }
-  result.logits = cuda::download(ctx, logits.f32(), T * plan.vocab_size);
+  result.tokens = head_ctx.tokens;
+  result.logits = cuda::download(ctx, logits.f32(), logit_count);
   check(cudaGetLastError(), "running the forward pass on the GPU");
   state.impl_->position += T;
   return result;

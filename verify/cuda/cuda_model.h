@@ -58,6 +58,11 @@ class CudaState {
   std::unique_ptr<Impl> impl_;
 };
 
+// Which rows of logits a forward call computes and copies back: every position (Model::forward's contract) or only
+// the last one ([1, vocab]: what generation needs; it skips a [T, vocab] head product and its copy to the host, e.g.
+// 512 MB for a 512-token prefill of a 262k-vocabulary model).
+enum class LogitRows : uint8_t { kAll, kLast };
+
 class CudaModel {
  public:
   // Throws UnsupportedError (exit 3) when there is no CUDA build, no GPU or driver (naming the CUDA error), or the
@@ -81,7 +86,8 @@ class CudaModel {
   CudaState new_state() const;
   // Model::forward's contract (token ids checked the same way, ForwardOptions honoured, hidden states and PLE inputs
   // copied back when asked). One call at a time per model (the model owns one CUDA stream and cuBLAS handle).
-  ForwardResult forward(std::span<const int64_t> tokens, CudaState& state, const ForwardOptions& options = {}) const;
+  ForwardResult forward(std::span<const int64_t> tokens, CudaState& state, const ForwardOptions& options = {},
+                        LogitRows rows = LogitRows::kAll) const;
 
   struct Impl;
 
