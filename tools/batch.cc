@@ -4,12 +4,15 @@
 // calling each subcommand in-process with the arguments the job stands for. One failing job does not stop the
 // others; the exit status is the worst (highest) of the jobs'. Ends with a summary table (or, with --json, the
 // summary as JSON) and always writes the JSON summary into the state folder.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <new>
+#include <optional>
 
 #include "formats/errors.h"
 #include "formats/mapped_file.h"
@@ -67,6 +70,29 @@ int run_in_process(const Subcommand& s, const std::vector<std::string>& argv, st
   }
 }
 
+// Points file descriptor 1 at stderr for its lifetime (the jobs run in-process and print with printf and cout).
+class StdoutToStderr {
+ public:
+  StdoutToStderr() : saved_(::dup(STDOUT_FILENO)) {
+    std::fflush(stdout);
+    std::cout.flush();
+    if (saved_ >= 0) ::dup2(STDERR_FILENO, STDOUT_FILENO);
+  }
+  ~StdoutToStderr() {
+    std::fflush(stdout);
+    std::cout.flush();
+    if (saved_ >= 0) {
+      ::dup2(saved_, STDOUT_FILENO);
+      ::close(saved_);
+    }
+  }
+  StdoutToStderr(const StdoutToStderr&) = delete;
+  StdoutToStderr& operator=(const StdoutToStderr&) = delete;
+
+ private:
+  int saved_;
+};
+
 struct Outcome {
   const BatchJob* job = nullptr;
   std::string status;  // "ok", "failed", "skipped"
@@ -103,6 +129,9 @@ int run(const po::variables_map& args) {
 
   std::vector<Outcome> rows;
   int worst = 0;
+  // With --json, stdout carries the summary alone: what the jobs print goes to stderr meanwhile.
+  std::optional<StdoutToStderr> jobs_to_stderr;
+  if (as_json) jobs_to_stderr.emplace();
   for (const BatchJob& job : jobs) {
     if (!in_shard(job, shard, shards)) continue;
     Outcome o;
@@ -142,6 +171,7 @@ int run(const po::variables_map& args) {
     rows.push_back(o);
   }
 
+  jobs_to_stderr.reset();
   json summary = {{"jobs_file", jobs_file},
                   {"shard", {{"index", shard}, {"count", shards}}},
                   {"jobs_total", jobs.size()},
