@@ -36,6 +36,7 @@ struct KldLimit {
 };
 constexpr KldLimit kKldLimits[] = {
     {"int8", 0.0015}, {"fp8", 0.004}, {"fp6", 0.0055}, {"fp5", 0.011}, {"int4", 0.031}};
+void PrintTo(const KldLimit& limit, std::ostream* os) { *os << limit.scheme << " ≤ " << limit.max_mean_kld; }
 
 constexpr const char* kTokenCount = "64";  // predictions enough for a stable mean; ~0.3 s per forward pass here
 
