@@ -60,7 +60,9 @@ void table_decode(const uint8_t* codes, int64_t n, const float* table, float sca
 HX_QUANT_INLINE void int4_group_kernel(const uint8_t* q, int64_t n, float scale, float zero, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = (static_cast<float>(q[i]) - zero) * scale;
 }
-void int4_group_generic(const uint8_t* q, int64_t n, float s, float z, float* out) { int4_group_kernel(q, n, s, z, out); }
+void int4_group_generic(const uint8_t* q, int64_t n, float s, float z, float* out) {
+  int4_group_kernel(q, n, s, z, out);
+}
 HX_QUANT_AVX512 void int4_group_avx512(const uint8_t* q, int64_t n, float s, float z, float* out) {
   int4_group_kernel(q, n, s, z, out);
 }
@@ -113,12 +115,11 @@ QuantizedRows::QuantizedRows(const Checkpoint& checkpoint, const QuantizedTensor
                                                      "') is missing; expected " + std::string(dtype_name(spec.dtype)) +
                                                      " " + shape_to_string(spec.shape)));
     if (t->view.dtype != spec.dtype || t->view.shape != spec.shape || !t->view.is_contiguous())
-      throw FormatError(in_file(checkpoint.path, "tensor '" + spec.name + "' (a part of quantized '" + e.name +
-                                                     "') does not match; expected " +
-                                                     std::string(dtype_name(spec.dtype)) + " " +
-                                                     shape_to_string(spec.shape) + ", found " +
-                                                     std::string(dtype_name(t->view.dtype)) + " " +
-                                                     shape_to_string(t->view.shape)));
+      throw FormatError(
+          in_file(checkpoint.path, "tensor '" + spec.name + "' (a part of quantized '" + e.name +
+                                       "') does not match; expected " + std::string(dtype_name(spec.dtype)) + " " +
+                                       shape_to_string(spec.shape) + ", found " +
+                                       std::string(dtype_name(t->view.dtype)) + " " + shape_to_string(t->view.shape)));
     check_view_in_bounds(t->view, in_file(checkpoint.path, "tensor '" + spec.name + "'"));
     owners.push_back(t->view.storage.owner);
     stored_bytes_ += t->view.nbytes();
@@ -131,14 +132,19 @@ QuantizedRows::QuantizedRows(const Checkpoint& checkpoint, const QuantizedTensor
   if (scheme_ == QuantScheme::kFp8 || scheme_ == QuantScheme::kInt8) scale_dtype_ = DType::kF32;
   if ((scheme_ == QuantScheme::kFp6 || scheme_ == QuantScheme::kFp5) && layout_ == QuantLayout::kTorchaoTc &&
       !fpx_tc_shape_ok(rows_, cols_))
-    throw FormatError(in_file(checkpoint.path, "tensor '" + e.name + "': torchao-tc FPx weights need rows and "
-                                                   "columns that are multiples of 64, found " + shape_to_string(e.shape)));
+    throw FormatError(in_file(checkpoint.path, "tensor '" + e.name +
+                                                   "': torchao-tc FPx weights need rows and "
+                                                   "columns that are multiples of 64, found " +
+                                                   shape_to_string(e.shape)));
   if ((scheme_ == QuantScheme::kFp6 || scheme_ == QuantScheme::kFp5) && layout_ == QuantLayout::kPortable &&
       cols_ % fpx_block_codes(fpx_format_of(scheme_)) != 0)
-    throw FormatError(in_file(checkpoint.path, "tensor '" + e.name + "': portable FPx weights need whole blocks per "
-                                                   "row, found " + std::to_string(cols_) + " columns"));
+    throw FormatError(in_file(checkpoint.path, "tensor '" + e.name +
+                                                   "': portable FPx weights need whole blocks per "
+                                                   "row, found " +
+                                                   std::to_string(cols_) + " columns"));
   if (scheme_ == QuantScheme::kInt4 && (!hqq_group_size_ok(group_size_) || cols_ % group_size_ != 0))
-    throw FormatError(in_file(checkpoint.path, "tensor '" + e.name + "': int4 weights need a group size of 32, 64, "
+    throw FormatError(in_file(checkpoint.path, "tensor '" + e.name +
+                                                   "': int4 weights need a group size of 32, 64, "
                                                    "128 or 256 that divides the columns, found group " +
                                                    std::to_string(group_size_) + " and " + std::to_string(cols_) +
                                                    " columns"));
@@ -147,24 +153,31 @@ QuantizedRows::QuantizedRows(const Checkpoint& checkpoint, const QuantizedTensor
 void QuantizedRows::decode_f32(int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end, float* dst,
                                int64_t dst_stride) const {
   switch (scheme_) {
-    case QuantScheme::kInt8: return decode_int8(row_begin, row_end, col_begin, col_end, dst, dst_stride);
-    case QuantScheme::kFp8: return decode_fp8(row_begin, row_end, col_begin, col_end, dst, dst_stride);
+    case QuantScheme::kInt8:
+      return decode_int8(row_begin, row_end, col_begin, col_end, dst, dst_stride);
+    case QuantScheme::kFp8:
+      return decode_fp8(row_begin, row_end, col_begin, col_end, dst, dst_stride);
     case QuantScheme::kFp6:
-    case QuantScheme::kFp5: return decode_fpx(row_begin, row_end, col_begin, col_end, dst, dst_stride);
-    case QuantScheme::kInt4: return decode_int4(row_begin, row_end, col_begin, col_end, dst, dst_stride);
+    case QuantScheme::kFp5:
+      return decode_fpx(row_begin, row_end, col_begin, col_end, dst, dst_stride);
+    case QuantScheme::kInt4:
+      return decode_int4(row_begin, row_end, col_begin, col_end, dst, dst_stride);
   }
 }
 
 std::string QuantizedRows::describe() const {
   std::string what;
   switch (scheme_) {
-    case QuantScheme::kInt8: what = "int8 (row scales)"; break;
+    case QuantScheme::kInt8:
+      what = "int8 (row scales)";
+      break;
     case QuantScheme::kFp8:
       what = fp8_scale_ == Fp8ScaleMode::kPerRow ? "fp8 e4m3fn (row scales)" : "fp8 e4m3fn (tensor scale)";
       break;
     case QuantScheme::kFp6:
     case QuantScheme::kFp5:
-      what = std::string(scheme_ == QuantScheme::kFp6 ? "fp6 e3m2 (" : "fp5 e2m2 (") + std::string(layout_name(layout_)) + ")";
+      what = std::string(scheme_ == QuantScheme::kFp6 ? "fp6 e3m2 (" : "fp5 e2m2 (") +
+             std::string(layout_name(layout_)) + ")";
       break;
     case QuantScheme::kInt4:
       what = "int4 hqq g" + std::to_string(group_size_) + " (" + std::string(layout_name(layout_)) + ")";

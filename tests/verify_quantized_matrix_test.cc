@@ -64,8 +64,10 @@ std::unique_ptr<Written> write_one(const Encoding& enc, DType dtype) {
   const std::string input = out->dir.file("in.safetensors");
   write_safetensors(input, {TensorSpec{"b", DType::kF32, {4, 64}}, TensorSpec{"w", dtype, {kRows, kCols}}},
                     [&](size_t i, const ByteSink& sink) {
-                      if (i == 0) sink(std::as_bytes(std::span<const float>(plain)));
-                      else sink(w_bytes);
+                      if (i == 0)
+                        sink(std::as_bytes(std::span<const float>(plain)));
+                      else
+                        sink(w_bytes);
                     });
   const Checkpoint in = read_safetensors_file(input);
   QuantizedTensorEntry e;
@@ -101,8 +103,8 @@ TEST_P(QuantizedWeights, EveryTileDecodesToTheCodecsDequantizedValues) {
     ASSERT_EQ(matrix.rows(), kRows);
     ASSERT_EQ(matrix.cols(), kCols);
     // The matrix product's tiles (64 rows, columns from multiples of 128), the whole matrix, and ragged ranges.
-    const int64_t ranges[][4] = {{0, 64, 0, 128}, {64, 128, 256, 384}, {0, kRows, 0, kCols}, {3, 70, 8, 200},
-                                 {127, 128, 1, 2}, {10, 11, 383, 384}, {5, 9, 100, 131}};
+    const int64_t ranges[][4] = {{0, 64, 0, 128},  {64, 128, 256, 384}, {0, kRows, 0, kCols}, {3, 70, 8, 200},
+                                 {127, 128, 1, 2}, {10, 11, 383, 384},  {5, 9, 100, 131}};
     quant_test::for_each_isa([&] {
       for (const auto& range : ranges) {
         const std::vector<float> tile = decode_tile(matrix, range[0], range[1], range[2], range[3]);
@@ -167,7 +169,8 @@ std::vector<float> codec_dequantized(const TensorView& original, const Quantized
       const bool per_row = e.fp8_scale == Fp8ScaleMode::kPerRow;
       const float tensor_scale = per_row ? 0.0f : fp8_scale_for_amax(fp8_tensor_amax(w));
       fp8_quantize_rows(w, 0, rows, e.fp8_scale, tensor_scale, q.data(), scales.data());
-      for (size_t i = 0; i < out.size(); ++i) out[i] = fp8_decode(q[i], per_row ? scales[i / static_cast<size_t>(cols)] : tensor_scale);
+      for (size_t i = 0; i < out.size(); ++i)
+        out[i] = fp8_decode(q[i], per_row ? scales[i / static_cast<size_t>(cols)] : tensor_scale);
       break;
     }
     case QuantScheme::kFp6:
@@ -186,7 +189,8 @@ std::vector<float> codec_dequantized(const TensorView& original, const Quantized
       std::vector<uint8_t> q(out.size());
       hqq_encode_rows(w, fit, 0, rows, q.data());
       for (size_t i = 0; i < out.size(); ++i) {
-        const size_t g = i / static_cast<size_t>(cols) * static_cast<size_t>(fit.groups_per_row()) + (i % static_cast<size_t>(cols)) / static_cast<size_t>(e.group_size);
+        const size_t g = i / static_cast<size_t>(cols) * static_cast<size_t>(fit.groups_per_row()) +
+                         (i % static_cast<size_t>(cols)) / static_cast<size_t>(e.group_size);
         out[i] = e.layout == QuantLayout::kGemlite
                      ? static_cast<float>(q[i]) * f16_to_f32(gemlite_scale_bits(fit.scale[g])) +
                            f16_to_f32(gemlite_offset_bits(fit.scale[g], fit.zero[g]))
@@ -202,13 +206,18 @@ std::vector<float> codec_dequantized(const TensorView& original, const Quantized
 // factory, to exactly what the codecs make of the original weights.
 TEST(QuantizedWeightsOfAModel, EveryMatrixDecodesToTheCodecsValuesOfTheOriginal) {
   TempDir dir;
-  ASSERT_EQ(run_hxforge("synth --quiet --arch hxa079 --preset tiny --realistic --seed 2 --out " + shell_quote(dir.file("m"))).exit_code, 0);
+  ASSERT_EQ(
+      run_hxforge("synth --quiet --arch hxa079 --preset tiny --realistic --seed 2 --out " + shell_quote(dir.file("m")))
+          .exit_code,
+      0);
   const Checkpoint original = open_checkpoint(dir.file("m"));
-  for (const char* args : {"--scheme int8", "--scheme fp8", "--scheme fp8 --fp8-scale tensor", "--scheme fp6",
-                           "--scheme fp5 --layout torchao-tc", "--scheme int4", "--scheme int4 --layout gemlite --group-size 128"}) {
+  for (const char* args :
+       {"--scheme int8", "--scheme fp8", "--scheme fp8 --fp8-scale tensor", "--scheme fp6",
+        "--scheme fp5 --layout torchao-tc", "--scheme int4", "--scheme int4 --layout gemlite --group-size 128"}) {
     SCOPED_TRACE(args);
     const std::string out = dir.file("q");
-    const auto r = run_hxforge("quantize --quiet --force " + shell_quote(dir.file("m")) + " " + args + " --out " + shell_quote(out));
+    const auto r = run_hxforge("quantize --quiet --force " + shell_quote(dir.file("m")) + " " + args + " --out " +
+                               shell_quote(out));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const Checkpoint q = open_checkpoint(out);
     const auto description = read_quantization(q);

@@ -62,12 +62,13 @@ LogitComparison compare_logits(std::span<const float> ref_logits, std::span<cons
                                const std::string& model_name) {
   const int64_t T = static_cast<int64_t>(tokens.size());
   if (vocab <= 0) throw UsageError("compare_logits: the vocabulary is empty");
-  if (T < 2) throw UsageError("comparing models needs at least 2 tokens (position i predicts token i+1), got " +
-                              std::to_string(T));
+  if (T < 2)
+    throw UsageError("comparing models needs at least 2 tokens (position i predicts token i+1), got " +
+                     std::to_string(T));
   const size_t want = static_cast<size_t>(T * vocab);
   if (ref_logits.size() != want || model_logits.size() != want)
-    throw UsageError("compare_logits: expected " + std::to_string(T) + " x " + std::to_string(vocab) +
-                     " logits, got " + std::to_string(ref_logits.size()) + " (" + ref_name + ") and " +
+    throw UsageError("compare_logits: expected " + std::to_string(T) + " x " + std::to_string(vocab) + " logits, got " +
+                     std::to_string(ref_logits.size()) + " (" + ref_name + ") and " +
                      std::to_string(model_logits.size()) + " (" + model_name + ")");
   LogitComparison c;
   c.tokens = T;
@@ -169,8 +170,7 @@ std::vector<std::string> threshold_failures(const LogitComparison& c, const Comp
     failures.push_back(line);
   }
   if (thresholds.min_top1 && !(c.top1_agreement >= *thresholds.min_top1)) {
-    std::snprintf(line, sizeof line, "top-1 agreement %.6g < --min-top1 %.6g", c.top1_agreement,
-                  *thresholds.min_top1);
+    std::snprintf(line, sizeof line, "top-1 agreement %.6g < --min-top1 %.6g", c.top1_agreement, *thresholds.min_top1);
     failures.push_back(line);
   }
   return failures;

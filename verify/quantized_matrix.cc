@@ -49,12 +49,13 @@ std::unique_ptr<WeightMatrix> make_quantized_matrix(const Checkpoint& checkpoint
   const QuantizedTensorEntry* entry = description->find(name);
   if (!entry) return nullptr;
   if (layout != WeightLayout::kOutIn)
-    throw UnsupportedError(in_file(checkpoint.path, "tensor '" + name + "' is quantized but is read as an [in, out] "
-                                                    "matrix; only [out, in] matmul weights can be quantized"));
+    throw UnsupportedError(in_file(checkpoint.path, "tensor '" + name +
+                                                        "' is quantized but is read as an [in, out] "
+                                                        "matrix; only [out, in] matmul weights can be quantized"));
   if (entry->shape != rows_cols)
     throw FormatError(in_file(checkpoint.path, "tensor '" + name + "' has wrong shape; expected " +
-                                                   shape_to_string(rows_cols) + ", got " + shape_to_string(entry->shape) +
-                                                   " (its quantization entry)"));
+                                                   shape_to_string(rows_cols) + ", got " +
+                                                   shape_to_string(entry->shape) + " (its quantization entry)"));
   return std::make_unique<QuantizedWeightMatrix>(QuantizedRows(checkpoint, *entry));
 }
 
