@@ -29,7 +29,8 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: cuda_forward_timing MODEL [--prefill T] [--decode D] [--compute bf16|f32] [--repeats R]\n");
+    std::fprintf(stderr,
+                 "usage: cuda_forward_timing MODEL [--prefill T] [--decode D] [--compute bf16|f32] [--repeats R]\n");
     return 2;
   }
   const std::string model_path = argv[1];
@@ -38,11 +39,18 @@ int main(int argc, char** argv) {
   hx::ComputeMode mode = hx::ComputeMode::kBF16;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--prefill") prefill = std::atoll(value.c_str());
-    else if (flag == "--decode") decode = std::atoll(value.c_str());
-    else if (flag == "--repeats") repeats = std::atoi(value.c_str());
-    else if (flag == "--compute") mode = value == "f32" ? hx::ComputeMode::kF32 : hx::ComputeMode::kBF16;
-    else { std::fprintf(stderr, "unknown option %s\n", flag.c_str()); return 2; }
+    if (flag == "--prefill")
+      prefill = std::atoll(value.c_str());
+    else if (flag == "--decode")
+      decode = std::atoll(value.c_str());
+    else if (flag == "--repeats")
+      repeats = std::atoi(value.c_str());
+    else if (flag == "--compute")
+      mode = value == "f32" ? hx::ComputeMode::kF32 : hx::ComputeMode::kBF16;
+    else {
+      std::fprintf(stderr, "unknown option %s\n", flag.c_str());
+      return 2;
+    }
   }
   try {
     const auto load_start = Clock::now();
@@ -68,19 +76,20 @@ int main(int argc, char** argv) {
       if (r > 0) best_prefill = std::min(best_prefill, seconds);
       if (r == repeats) {
         const auto decode_start = Clock::now();
-        for (int64_t t = prefill; t < prefill + decode; ++t) model.forward(all.subspan(static_cast<size_t>(t), 1), state, options);
+        for (int64_t t = prefill; t < prefill + decode; ++t)
+          model.forward(all.subspan(static_cast<size_t>(t), 1), state, options);
         decode_seconds = seconds_since(decode_start);
       }
     }
-    std::printf("{\"model\": \"%s\", \"architecture\": \"%s\", \"gpu\": \"%s\", \"compute\": \"%s\", "
-                "\"gpu_weight_bytes\": %llu, \"load_seconds\": %.3f, \"prefill_tokens\": %lld, \"prefill_seconds\": %.6f, "
-                "\"prefill_tokens_per_second\": %.1f, \"decode_tokens\": %lld, \"decode_seconds\": %.6f, "
-                "\"decode_tokens_per_second\": %.2f}\n",
-                model_path.c_str(), model.architecture().c_str(), model.device_name().c_str(),
-                hx::compute_mode_name(mode), static_cast<unsigned long long>(model.device_weight_bytes()), load_seconds,
-                static_cast<long long>(prefill), best_prefill, static_cast<double>(prefill) / best_prefill,
-                static_cast<long long>(decode), decode_seconds,
-                decode > 0 ? static_cast<double>(decode) / decode_seconds : 0.0);
+    std::printf(
+        "{\"model\": \"%s\", \"architecture\": \"%s\", \"gpu\": \"%s\", \"compute\": \"%s\", "
+        "\"gpu_weight_bytes\": %llu, \"load_seconds\": %.3f, \"prefill_tokens\": %lld, \"prefill_seconds\": %.6f, "
+        "\"prefill_tokens_per_second\": %.1f, \"decode_tokens\": %lld, \"decode_seconds\": %.6f, "
+        "\"decode_tokens_per_second\": %.2f}\n",
+        model_path.c_str(), model.architecture().c_str(), model.device_name().c_str(), hx::compute_mode_name(mode),
+        static_cast<unsigned long long>(model.device_weight_bytes()), load_seconds, static_cast<long long>(prefill),
+        best_prefill, static_cast<double>(prefill) / best_prefill, static_cast<long long>(decode), decode_seconds,
+        decode > 0 ? static_cast<double>(decode) / decode_seconds : 0.0);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_forward_timing: %s\n", e.what());
     return 3;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -129,8 +130,8 @@ std::vector<int64_t> some_tokens(int64_t count, int64_t vocab) {
 
 struct Case {
   std::string name;
-  std::string oracle_model;     // relative to the oracle folder; empty for a synthetic model
-  std::string oracle_logits;    // the expected.safetensors key of the f32 logits
+  std::string oracle_model;   // relative to the oracle folder; empty for a synthetic model
+  std::string oracle_logits;  // the expected.safetensors key of the f32 logits
   Arch synth_arch = Arch::kLlama;
   ComputeMode mode = ComputeMode::kF32;
 };
@@ -179,8 +180,8 @@ TEST_P(CudaParity, GpuMatchesCpuAndTheOracle) {
     }
     for (int layer = 0; layer < cpu.num_layers(); ++layer) {
       if (!cpu_state.layer(layer).wkv.empty()) {
-        expect_close_state(cpu_state.layer(layer).wkv, gpu_state.wkv(layer), c.name + " WKV of layer " +
-                                                                                   std::to_string(layer));
+        expect_close_state(cpu_state.layer(layer).wkv, gpu_state.wkv(layer),
+                           c.name + " WKV of layer " + std::to_string(layer));
       }
     }
     if (!c.oracle_model.empty()) {  // the oracle's own gate (README §1: a C++ fp32 forward within 1e-3)
@@ -282,7 +283,9 @@ TEST_P(CudaLongSequence, TiledPrefillAndSplitDecodeMatchTheCpu) {
 
 INSTANTIATE_TEST_SUITE_P(EveryArchitecture, CudaLongSequence,
                          ::testing::Values(Arch::kGemma4, Arch::kLlama, Arch::kHxa079, Arch::kHxa07i),
-                         [](const ::testing::TestParamInfo<Arch>& param) { return std::string(arch_name(param.param)); });
+                         [](const ::testing::TestParamInfo<Arch>& param) {
+                           return std::string(arch_name(param.param));
+                         });
 
 // ---- quantized checkpoints: the GPU computes with the values the CPU decodes ----
 
@@ -354,6 +357,34 @@ TEST(CudaCli, RunOnTheGpuGivesTheCpuTopTokens) {
   EXPECT_NE(gpu.output.find("\"device\": \"cuda\""), std::string::npos) << gpu.output;
 }
 
+TEST(CudaCli, VerifyAgainstTheSourceGivesTheCpuKldOnTheGpu) {
+  SKIP_WITHOUT_GPU();
+  TempDir dir;
+  const std::string source = dir.file("source"), quantized = dir.file("quantized");
+  write_synthetic_checkpoint(preset_config(Arch::kHxa079, "tiny"), source, SynthOptions{});
+  ASSERT_EQ(test::run_hxforge("quantize " + test::shell_quote(source) + " --scheme int4 --out " +
+                              test::shell_quote(quantized) + " -q")
+                .exit_code,
+            0);
+  const std::string args = "verify " + test::shell_quote(quantized) + " --against " + test::shell_quote(source);
+  const test::CommandResult cpu = test::run_hxforge(args + " --device cpu --json " + dir.file("cpu.json"));
+  const test::CommandResult gpu = test::run_hxforge(args + " --device cuda --json " + dir.file("gpu.json"));
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+  ASSERT_EQ(gpu.exit_code, 0) << gpu.output;
+  const auto read_json = [](const std::string& path) {
+    const std::vector<std::byte> bytes = test::read_file_bytes(path);
+    return nlohmann::json::parse(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  };
+  const nlohmann::json c = read_json(dir.file("cpu.json")), g = read_json(dir.file("gpu.json"));
+  EXPECT_EQ(g["device"], "cuda");
+  // Both engines compute the same f32 logits up to summation order (≤ 1e-4 relative on a KLD of ~1e-2).
+  const double cpu_kld = c["kld"]["mean"].get<double>(), gpu_kld = g["kld"]["mean"].get<double>();
+  EXPECT_GT(cpu_kld, 0.0);  // int4 does move the logits
+  EXPECT_NEAR(gpu_kld, cpu_kld, 1e-3 * cpu_kld) << gpu.output;
+  EXPECT_EQ(g["top1_agreement"], c["top1_agreement"]);
+  EXPECT_EQ(g["layers"].size(), c["layers"].size());
+}
+
 TEST(CudaCli, DeviceCudaWithoutAGpuIsRefusedWithExit3) {
   std::string why;
   if (cuda_device_available(&why)) GTEST_SKIP() << "a GPU is present: the refusal cannot be observed";
@@ -362,6 +393,10 @@ TEST(CudaCli, DeviceCudaWithoutAGpuIsRefusedWithExit3) {
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("--device cuda"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(why), std::string::npos) << "the reason (" << why << ") is named: " << r.output;
+  const test::CommandResult v =
+      test::run_hxforge("verify " + test::shell_quote(oracle() + "/llama-tiny") + " --device cuda");
+  EXPECT_EQ(v.exit_code, 3) << v.output;
+  EXPECT_NE(v.output.find(why), std::string::npos) << v.output;
 }
 
 }  // namespace

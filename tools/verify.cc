@@ -27,6 +27,7 @@
 #include "tools/cli.h"
 #include "tools/token_list.h"
 #include "verify/compare.h"
+#include "verify/cuda/cuda_model.h"
 #include "verify/forward.h"
 
 namespace hx::cli {
@@ -62,6 +63,7 @@ struct VerifyRequest {
   ComputeMode compute = ComputeMode::kF32;
   CompareThresholds thresholds;
   bool overwrite_json = false;
+  bool cuda = false;  // --device cuda: the forward passes run on the GPU (verify/cuda/cuda_model.h)
 };
 
 // What the stages found: the JSON report (cli.md's fields) and every failed check, one sentence each.
@@ -74,8 +76,8 @@ VerifyRequest parse_request(const po::variables_map& args) {
   VerifyRequest r;
   r.model_path = args["model"].as<std::string>();
   const std::string device = args["device"].as<std::string>();
-  if (device == "cuda") throw UnsupportedError("--device cuda: CUDA support not built; use --device cpu");
-  if (device != "cpu") throw UsageError("--device '" + device + "' is not cpu or cuda");
+  if (device != "cpu" && device != "cuda") throw UsageError("--device '" + device + "' is not cpu or cuda");
+  r.cuda = device == "cuda";
   const std::string compute = args["compute"].as<std::string>();
   if (compute == "f32") r.compute = ComputeMode::kF32;
   else if (compute == "bf16") r.compute = ComputeMode::kBF16;
@@ -141,9 +143,63 @@ void check_manifest_stage(const VerifyRequest& request, VerifyReport& report) {
               request.manifest->c_str(), check.tensors_checked, check.tensors_mismatched, probe.c_str());
 }
 
+// --device cuda: the same comparison as compare_models(), both runs on the GPU (same plan, same forward contract).
+ModelComparison compare_on_gpu(const CudaModel& reference, const CudaModel& model, std::span<const int64_t> tokens,
+                               ComputeMode compute, const std::string& ref_name, const std::string& model_name) {
+  if (reference.vocab_size() != model.vocab_size())
+    throw FormatError(model_name + " has a vocabulary of " + std::to_string(model.vocab_size()) + " tokens, " +
+                      ref_name + " of " + std::to_string(reference.vocab_size()) +
+                      "; only models with the same vocabulary can be compared");
+  check_token_ids(tokens, reference.vocab_size());
+  ForwardOptions options;
+  options.compute = compute;
+  options.collect_hidden = true;
+  CudaState ref_state = reference.new_state(), model_state = model.new_state();
+  const ForwardResult ref_run = reference.forward(tokens, ref_state, options);
+  const ForwardResult model_run = model.forward(tokens, model_state, options);
+  ModelComparison c;
+  c.logits = compare_logits(ref_run.logits, model_run.logits, reference.vocab_size(), tokens, ref_name, model_name);
+  c.layers = compare_hidden(ref_run.hidden, model_run.hidden, static_cast<int64_t>(tokens.size()));
+  return c;
+}
+
 // Stage 2: the forward pass, compared with --against when given.
 void forward_stage(const VerifyRequest& request, VerifyReport& report, bool quiet_output) {
   const Checkpoint checkpoint = open_checkpoint(request.model_path);
+  if (request.cuda) {
+    const CudaModel model(checkpoint);
+    const std::vector<int64_t> tokens =
+        request.tokens ? *request.tokens : default_tokens(request.default_token_count, model.vocab_size(), request.seed);
+    report.json["tokens"] = static_cast<int64_t>(tokens.size());
+    report.json["compute"] = compute_mode_name(request.compute);
+    report.json["device"] = "cuda";
+    if (!request.against) {
+      check_token_ids(tokens, model.vocab_size());
+      ForwardOptions options;
+      options.compute = request.compute;
+      CudaState state = model.new_state();
+      const ForwardResult result = model.forward(tokens, state, options);
+      int64_t non_finite = 0;
+      for (float v : result.logits) non_finite += !std::isfinite(v);
+      report.json["non_finite_logits"] = non_finite;
+      if (non_finite > 0)
+        report.failures.push_back(std::to_string(non_finite) + " logits of " + request.model_path + " are NaN or inf");
+      if (!quiet_output)
+        std::printf("%s: forward pass over %zu tokens on %s, %lld non-finite logits\n", request.model_path.c_str(),
+                    tokens.size(), model.device_name().c_str(), static_cast<long long>(non_finite));
+      return;
+    }
+    const CudaModel reference(open_checkpoint(*request.against));
+    const ModelComparison comparison =
+        compare_on_gpu(reference, model, tokens, request.compute, *request.against, request.model_path);
+    report.json.update(comparison_json(comparison));
+    report.json["against"] = *request.against;
+    for (std::string& failure : threshold_failures(comparison.logits, request.thresholds))
+      report.failures.push_back(std::move(failure));
+    std::printf("%s against %s (%s compute, %s):\n%s", request.model_path.c_str(), request.against->c_str(),
+                compute_mode_name(request.compute), model.device_name().c_str(), comparison_text(comparison).c_str());
+    return;
+  }
   const Model model(checkpoint);
   const std::vector<int64_t> tokens =
       request.tokens ? *request.tokens : default_tokens(request.default_token_count, model.vocab_size(), request.seed);

@@ -20,13 +20,20 @@ constexpr int64_t kConvertSliceElements = int64_t{64} << 20;
 
 const char* blas_status_name(cublasStatus_t status) {
   switch (status) {
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    default: return "cuBLAS error";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default:
+      return "cuBLAS error";
   }
 }
 
@@ -44,8 +51,8 @@ void matmul(const CallContext& ctx, const float* x, const DeviceMatrix& w, float
   const int64_t T = ctx.tokens, N = w.rows, K = w.cols;
   const bool want_bf16 = ctx.bf16;
   // Decode-sized calls on bf16 weights: the memory-bound kernel of gemv.cu (no conversion launch, no cuBLAS call).
-  if (w.bf16 && gemv_bf16(static_cast<const uint16_t*>(w.data.get()), x, y, T, N, K, want_bf16, accumulate,
-                          ctx.stream)) {
+  if (w.bf16 &&
+      gemv_bf16(static_cast<const uint16_t*>(w.data.get()), x, y, T, N, K, want_bf16, accumulate, ctx.stream)) {
     return;
   }
   DeviceBuffer x_bf16;
@@ -88,7 +95,8 @@ DeviceBuffer::DeviceBuffer(size_t bytes, cudaStream_t stream) : bytes_(bytes), s
   if (bytes == 0) return;
   if (stream) {
     async_ = true;
-    check(cudaMallocAsync(&ptr_, bytes, stream), ("allocating " + std::to_string(bytes) + " bytes of GPU scratch").c_str());
+    check(cudaMallocAsync(&ptr_, bytes, stream),
+          ("allocating " + std::to_string(bytes) + " bytes of GPU scratch").c_str());
   } else {
     check(cudaMalloc(&ptr_, bytes), ("allocating " + std::to_string(bytes) + " bytes of GPU memory").c_str());
   }

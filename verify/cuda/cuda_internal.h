@@ -7,14 +7,14 @@
 // the normed input x [T, D] and writes (or adds) its output to `out` [T, D].
 #pragma once
 
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <cublas_v2.h>
-#include <cuda_runtime_api.h>
 
 #include "verify/cuda/cuda_model.h"
 #include "verify/forward_plan.h"

@@ -3,9 +3,9 @@
 // the formula of its CPU counterpart in verify/kernels.h (named beside it); only the reduction order may differ.
 #pragma once
 
-#include <cstdint>
-
 #include <cuda_runtime_api.h>
+
+#include <cstdint>
 
 namespace hx::cuda {
 
@@ -30,9 +30,9 @@ void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const float* 
 void apply_rope(float* x, int64_t tokens, int64_t heads, int64_t d, const float* cos, const float* sin,
                 cudaStream_t stream);
 void add_bias(float* y, int64_t rows, int64_t width, const float* bias, cudaStream_t stream);  // y[r][c] += b[c]
-void add(float* y, const float* delta, int64_t n, cudaStream_t stream);                       // y += delta
-void scale(float* x, int64_t n, float factor, cudaStream_t stream);                           // x *= factor
-void multiply(float* x, const float* g, int64_t n, cudaStream_t stream);                      // x *= g
+void add(float* y, const float* delta, int64_t n, cudaStream_t stream);                        // y += delta
+void scale(float* x, int64_t n, float factor, cudaStream_t stream);                            // x *= factor
+void multiply(float* x, const float* g, int64_t n, cudaStream_t stream);                       // x *= g
 enum class Unary : uint8_t { kSigmoid, kTanh };
 void unary(float* x, int64_t n, Unary op, cudaStream_t stream);
 // gate[r][c] = σ(bias[c] + gate[r][c]) (rwkv's a and the v/k mix gates).

@@ -382,8 +382,8 @@ ForwardResult CudaModel::forward(std::span<const int64_t> tokens, CudaState& sta
   // Embedding, times the scale the model holds in its own dtype (model.cc in_model_dtype).
   const std::vector<int64_t> ids(tokens.begin(), tokens.end());
   const DeviceBuffer device_ids = upload_ids(ctx, ids);
-  const float embed_scale = ctx.bf16 ? bf16_to_f32(f32_to_bf16(static_cast<float>(plan.embed_scale)))
-                                     : static_cast<float>(plan.embed_scale);
+  const float embed_scale =
+      ctx.bf16 ? bf16_to_f32(f32_to_bf16(static_cast<float>(plan.embed_scale))) : static_cast<float>(plan.embed_scale);
   DeviceBuffer h = ctx.take(T * D);
   cuda::gather_rows(m.embedding->data.get(), m.embedding->bf16, D, static_cast<const int64_t*>(device_ids.get()), T,
                     embed_scale, h.f32(), ctx.stream);
@@ -397,7 +397,8 @@ ForwardResult CudaModel::forward(std::span<const int64_t> tokens, CudaState& sta
     per_layer_inputs = ctx.take(T * L * plan.ple_dim);
     gemma_per_layer_inputs(ctx, *m.ple_table, *m.ple_model_projection, m.ple_projection_norm,
                            static_cast<const int64_t*>(device_ple_ids.get()), h.f32(), per_layer_inputs.f32());
-    if (options.collect_ple_inputs) result.ple_inputs = cuda::download(ctx, per_layer_inputs.f32(), T * L * plan.ple_dim);
+    if (options.collect_ple_inputs)
+      result.ple_inputs = cuda::download(ctx, per_layer_inputs.f32(), T * L * plan.ple_dim);
   }
 
   std::vector<int64_t> positions(static_cast<size_t>(T));

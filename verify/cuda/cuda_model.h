@@ -80,8 +80,8 @@ class CudaModel {
   int64_t hidden_size() const;
   int num_layers() const;
   const ModelPlan& plan() const;
-  std::string device_name() const;          // "NVIDIA H100 80GB HBM3"
-  uint64_t device_weight_bytes() const;     // bytes of weights resident on the GPU
+  std::string device_name() const;       // "NVIDIA H100 80GB HBM3"
+  uint64_t device_weight_bytes() const;  // bytes of weights resident on the GPU
 
   CudaState new_state() const;
   // Model::forward's contract (token ids checked the same way, ForwardOptions honoured, hidden states and PLE inputs

@@ -75,10 +75,18 @@ bool gemv_bf16(const uint16_t* w, const float* x, float* y, int64_t tokens, int6
   const bool aligned = reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   if (!aligned || cols % 8 != 0 || tokens < 1 || tokens > kMaxGemvTokens) return false;  // 16-byte loads only
   switch (tokens) {
-    case 1: launch<1>(w, x, y, rows, cols, round_x, accumulate, stream); return true;
-    case 2: launch<2>(w, x, y, rows, cols, round_x, accumulate, stream); return true;
-    case 3: launch<3>(w, x, y, rows, cols, round_x, accumulate, stream); return true;
-    default: launch<4>(w, x, y, rows, cols, round_x, accumulate, stream); return true;
+    case 1:
+      launch<1>(w, x, y, rows, cols, round_x, accumulate, stream);
+      return true;
+    case 2:
+      launch<2>(w, x, y, rows, cols, round_x, accumulate, stream);
+      return true;
+    case 3:
+      launch<3>(w, x, y, rows, cols, round_x, accumulate, stream);
+      return true;
+    default:
+      launch<4>(w, x, y, rows, cols, round_x, accumulate, stream);
+      return true;
   }
 }
 

@@ -70,8 +70,8 @@ __global__ void recurrence_kernel(const float* r, const float* decay, const floa
                                   const float* remove, const float* replace, int64_t tokens, int64_t heads, int64_t n,
                                   float* state, float* y) {
   extern __shared__ float shared[];
-  float* s = shared;                 // [n][n]
-  float* vec = shared + n * n;       // r, decay, k, v, remove, replace of the current token: [6][n]
+  float* s = shared;            // [n][n]
+  float* vec = shared + n * n;  // r, decay, k, v, remove, replace of the current token: [6][n]
   const int64_t h = blockIdx.x, j = threadIdx.x;
   float* global_state = state + h * n * n;
   for (int64_t i = 0; i < n; ++i) s[i * n + j] = global_state[i * n + j];
@@ -136,8 +136,7 @@ void rwkv7_scale_keys(float* k, const float* term, const float* a, int64_t n, cu
 void lerp_toward(float* x, const float* target, const float* gate, int64_t n, cudaStream_t s) {
   lerp_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, target, gate, n);
 }
-void repeat_kv(const float* x, float* out, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t n,
-               cudaStream_t s) {
+void repeat_kv(const float* x, float* out, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t n, cudaStream_t s) {
   repeat_kv_kernel<<<blocks_for(tokens * heads * n), kThreads, 0, s>>>(x, out, tokens, heads, kv_heads, n);
 }
 
@@ -161,8 +160,8 @@ void rwkv7_recurrence(const float* r, const float* decay, const float* k, const 
 void rwkv7_output(const float* y, const float* r, const float* k, const float* v, const float* bonus, float y_scale,
                   int64_t tokens, int64_t heads, int64_t head_dim, float* out, cudaStream_t s) {
   const int64_t rows = tokens * heads;
-  if (rows > 0) output_kernel<<<warp_rows_blocks(rows), kThreads, 0, s>>>(y, r, k, v, bonus, y_scale, rows, heads,
-                                                                         head_dim, out);
+  if (rows > 0)
+    output_kernel<<<warp_rows_blocks(rows), kThreads, 0, s>>>(y, r, k, v, bonus, y_scale, rows, heads, head_dim, out);
 }
 
 }  // namespace hx::cuda
