@@ -41,6 +41,8 @@ const ModelPlan& CudaModel::plan() const { return impl_->plan; }
 std::string CudaModel::device_name() const { return {}; }
 uint64_t CudaModel::device_weight_bytes() const { return 0; }
 CudaState CudaModel::new_state() const { no_cuda(); }
-ForwardResult CudaModel::forward(std::span<const int64_t>, CudaState&, const ForwardOptions&) const { no_cuda(); }
+ForwardResult CudaModel::forward(std::span<const int64_t>, CudaState&, const ForwardOptions&, LogitRows) const {
+  no_cuda();
+}
 
 }  // namespace hx
