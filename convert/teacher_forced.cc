@@ -67,6 +67,10 @@ nlohmann::json LayerComparison::to_json() const {
                       {"output_cosine", output_cosine},
                       {"mixer_cosine", mixer_cosine},
                       {"passed", passed}};
+  if (tica_max_abs >= 0) {
+    j["tica_max_abs"] = tica_max_abs;
+    j["tica_must_be_zero"] = tica_must_be_zero;
+  }
   if (role != LayerRole::kConverted) {
     j["verbatim"] = verbatim;
     j["exact_positions"] = exact_positions;
@@ -84,14 +88,18 @@ CheckResult check_teacher_forced(const Model& student, const Model& teacher, con
   std::vector<std::string> problems;
   std::vector<LayerComparison> out;
 
-  std::vector<bool> verbatim(static_cast<size_t>(L), true);
-  for (const PlannedTensor& t : plan.tensors)
-    if (t.layer >= 0 && t.layer < L && t.provenance != Provenance::kCopy)
-      verbatim[static_cast<size_t>(t.layer)] = false;
+  std::vector<bool> verbatim(static_cast<size_t>(L), true), tica_zeroed(static_cast<size_t>(L), false);
+  for (const PlannedTensor& t : plan.tensors) {
+    if (t.layer < 0 || t.layer >= L) continue;
+    if (t.provenance != Provenance::kCopy) verbatim[static_cast<size_t>(t.layer)] = false;
+    if (t.local_name == "self_attn.tica.o_proj.weight" && t.provenance == Provenance::kInit &&
+        t.init.kind == InitKind::kZeros)
+      tica_zeroed[static_cast<size_t>(t.layer)] = true;
+  }
 
   ForwardState teacher_state = teacher.new_state(), student_state = student.new_state();
   std::vector<float> h = teacher_run.hidden.at(0);  // the teacher's own residual stream, layer by layer
-  int kept = 0, nope = 0, converted = 0;
+  int kept = 0, nope = 0, converted = 0, tica_zero = 0;
   double worst_converted = 1.0;
   for (int layer = 0; layer < L; ++layer) {
     const LayerInput input{h, teacher_run.ple_inputs};
@@ -117,6 +125,21 @@ CheckResult check_teacher_forced(const Model& student, const Model& teacher, con
     c.verbatim = verbatim[static_cast<size_t>(layer)];
     c.output_cosine = cosine_similarity(student_out, teacher_out);
     c.mixer_cosine = cosine_similarity(student_trace.mixer_output, teacher_trace.mixer_output);
+    if (!student_trace.rwkv_output.empty()) {
+      c.tica_max_abs =
+          max_diff_and_scale(student_trace.mixer_output, student_trace.rwkv_output, student_trace.rwkv_output.size())
+              .first;
+      c.tica_must_be_zero = tica_zeroed[static_cast<size_t>(layer)];
+      if (c.tica_must_be_zero && !(c.tica_max_abs == 0)) {
+        c.passed = false;
+        problems.push_back("layer " + std::to_string(layer) + " (" + c.student_kind + "): TICA adds up to " +
+                           number(c.tica_max_abs) +
+                           " to the mixer output; with its output projection initialised to zeros it must add "
+                           "exactly 0");
+      } else if (c.tica_must_be_zero) {
+        ++tica_zero;
+      }
+    }
     if (c.role == LayerRole::kConverted) {
       ++converted;
       worst_converted = std::min(worst_converted, c.mixer_cosine);
@@ -154,6 +177,7 @@ CheckResult check_teacher_forced(const Model& student, const Model& teacher, con
   if (converted > 0)
     summary += "; " + std::to_string(converted) + " converted layers, mixer cosine vs teacher attention ≥ " +
                number(worst_converted) + " (informative)";
+  if (tica_zero > 0) summary += "; TICA adds exactly 0 in " + std::to_string(tica_zero) + " fresh layers";
   CheckResult r{"teacher_forced", problems.empty() ? CheckStatus::kPassed : CheckStatus::kFailed, summary, problems};
   if (!problems.empty())
     r.summary = std::to_string(problems.size()) + " problem" + (problems.size() == 1 ? "" : "s") + ": " + problems[0];

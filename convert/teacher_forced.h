@@ -10,7 +10,9 @@
 //              position 0, so the first position's output must be exact; later positions differ by design and only
 //              their cosine is reported;
 //   converted  the attention became RWKV-7 (+TICA): the mixer output is compared with the teacher attention output
-//              it replaces — cosine reported, informative only (an untrained student is not meant to match).
+//              it replaces — cosine reported, informative only (an untrained student is not meant to match). In an
+//              RWKV-7 + TICA layer whose TICA output projection the layout initialises to zeros (a fresh hxa07i),
+//              TICA must add exactly 0: the mixer output equals the RWKV-7 part bit for bit.
 // Also checked: the teacher run layer by layer reproduces its own forward() hidden states exactly (one code path).
 // A failure means the student computes something other than its teacher where it must not: verification failed,
 // exit 1 (the teacher itself is valid input, so this is not exit 3).
@@ -46,6 +48,8 @@ struct LayerComparison {
   double tolerance = 0;                    // allowed max_abs_diff (0 = bit for bit)
   double output_cosine = 0;                // layer output vs the teacher's, all positions
   double mixer_cosine = 0;                 // mixer output vs the teacher attention output, all positions
+  double tica_max_abs = -1;                // RWKV-7 + TICA layers: the largest |TICA contribution|; -1: no TICA
+  bool tica_must_be_zero = false;          // its output projection was initialised to zeros
   bool passed = true;
   nlohmann::json to_json() const;
 };

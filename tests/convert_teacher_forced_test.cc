@@ -127,8 +127,11 @@ TEST(TeacherForced, GemmaStudentKeepsEverySlidingLayerBitForBit) {
       EXPECT_EQ(l.max_abs_diff, 0.0) << l.layer;
       EXPECT_EQ(l.exact_positions, static_cast<int64_t>(kTokens.size()));
       EXPECT_EQ(l.output_cosine, 1.0) << l.layer;
+      EXPECT_EQ(l.tica_max_abs, -1.0) << l.layer;  // no TICA in a sliding layer
     } else {
       EXPECT_LT(l.output_cosine, 1.0) << l.layer;  // a converted layer is a different layer
+      EXPECT_TRUE(l.tica_must_be_zero) << l.layer;
+      EXPECT_EQ(l.tica_max_abs, 0.0) << l.layer;  // a fresh TICA adds exactly 0
     }
   }
   EXPECT_EQ(kept, 8);  // including the KV-shared sliding layers 6–8, which read kept layer 5's cache
@@ -201,6 +204,21 @@ TEST(TeacherForced, CorruptedKeptLayerIsCaughtAndNamed) {
   for (const LayerComparison& l : layers) EXPECT_EQ(l.passed, l.layer != 6) << l.layer;
   // Teacher forcing isolates the layer: layers after 6 still get the teacher's own input and pass.
   EXPECT_GT(layers[6].max_abs_diff, 0.0);
+}
+
+TEST(TeacherForced, TicaThatAddsSomethingInAFreshStudentIsCaught) {
+  Converted c;
+  convert_without_checks(oracle_dir() + "/gemma4-tiny", Arch::kHxa07i, c);
+  // One weight of layer 9's zero-initialised TICA output projection becomes 1.0 (bf16 0x3f80).
+  corrupt_tensor(c.student, "model.layers.9.self_attn.tica.o_proj.weight",
+                 [](std::span<uint16_t> w) { w[0] = 0x3f80; });
+  std::vector<LayerComparison> layers;
+  const CheckResult r = teacher_forced(oracle_dir() + "/gemma4-tiny", c.student, c.plan, &layers);
+  ASSERT_EQ(r.status, CheckStatus::kFailed);
+  EXPECT_NE(r.problems.at(0).find("layer 9"), std::string::npos) << r.problems[0];
+  EXPECT_NE(r.problems[0].find("TICA adds up to"), std::string::npos) << r.problems[0];
+  EXPECT_GT(layers.at(9).tica_max_abs, 0.0);
+  EXPECT_EQ(layers.at(4).tica_max_abs, 0.0);
 }
 
 TEST(TeacherForced, ConvertReportsTheLayersInTextJsonAndManifest) {

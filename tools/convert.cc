@@ -83,6 +83,7 @@ void print_report(const ConvertResult& r) {
     if (l.contains("max_abs_diff"))
       exact = "max |diff| " + std::to_string(l["max_abs_diff"].get<double>()) + " over " +
               std::to_string(l["exact_positions"].get<int64_t>()) + " position(s)";
+    if (l.contains("tica_max_abs")) exact = "TICA adds max |" + std::to_string(l["tica_max_abs"].get<double>()) + "|";
     std::printf("    %2d %-9s %-17s -> %-17s output cos %9.6f  mixer cos %9.6f  %s%s\n", l["layer"].get<int>(),
                 l["role"].get<std::string>().c_str(), l["teacher_kind"].get<std::string>().c_str(),
                 l["student_kind"].get<std::string>().c_str(), l["output_cosine"].get<double>(),

@@ -116,6 +116,8 @@ struct LayerTrace {
   // [T, hidden_size]: the token mixer's output (attention, RWKV-7, or RWKV-7 + TICA) as the output projection gives
   // it, before the post-attention norm (Gemma) and the residual add.
   std::vector<float> mixer_output;
+  // RWKV-7 + TICA layers only: the RWKV-7 part alone; mixer_output − rwkv_output is what TICA added.
+  std::vector<float> rwkv_output;
 };
 
 class Model {

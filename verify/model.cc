@@ -179,6 +179,7 @@ void run_layer(const Model::Impl& model, int layer, StepContext& ctx, const Rope
       break;
     case MixerKind::kRwkvTica:  // mix = RWKV7(h) + TICA(h)
       rwkv_mixer(lp.rwkv, w.rwkv, ctx, x.data(), rope, own, mix.data());
+      if (trace) trace->rwkv_output.assign(mix.begin(), mix.end());
       attention_mixer(lp.attention, w.attention, ctx, x.data(), nullptr, own, own, mix.data(), true);
       break;
   }
