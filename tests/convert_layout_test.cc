@@ -1,5 +1,6 @@
 // Layouts (parsing, presets, errors), the init math (RADLADS formulas, seeded orthogonal) and conversion plans.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <filesystem>
@@ -153,6 +154,29 @@ TEST(ConvertInit, SeededOrthogonalIsOrthogonalScaledAndReproducible) {
       }
     EXPECT_LT(worst, 1e-14) << rows << "x" << cols;
   }
+}
+
+TEST(ConvertInit, SeededOrthogonalAcrossPanelsIsOrthogonalAndThreadCountIndependent) {
+  // 2100 x 70: three panels of the block Gram-Schmidt, and big enough for its projections to run on the team.
+  constexpr int64_t kRows = 2100, kCols = 70;
+  const uint64_t key = seeded_stream_key(3, "a1");
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const std::vector<double> serial = seeded_orthogonal(key, kRows, kCols, 1.0);
+  omp_set_num_threads(2);
+  const std::vector<double> parallel = seeded_orthogonal(key, kRows, kCols, 1.0);
+  omp_set_num_threads(threads);
+  EXPECT_EQ(serial, parallel);
+  double worst = 0;
+  for (int64_t a = 0; a < kCols; ++a)
+    for (int64_t b = 0; b <= a; ++b) {
+      double s = 0;
+      for (int64_t i = 0; i < kRows; ++i) s += serial[i * kCols + a] * serial[i * kCols + b];
+      worst = std::max(worst, std::abs(s - (a == b ? 1.0 : 0.0)));
+    }
+  // Orthonormal to a few hundred ulps of 1: CGS2's bound is O(machine epsilon · m) at worst, far below bf16's 2^-8.
+  constexpr double kOrthogonalityTolerance = 1e-13;
+  EXPECT_LT(worst, kOrthogonalityTolerance);
 }
 
 TEST(ConvertPlan, LlamaTinyToHxa079FollowsTheLayout) {
