@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -135,6 +136,8 @@ struct Case {
   Arch synth_arch = Arch::kLlama;
   ComputeMode mode = ComputeMode::kF32;
 };
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }  // short CTest names
 
 class CudaParity : public ::testing::TestWithParam<Case> {};
 
@@ -294,6 +297,10 @@ struct QuantCase {
   std::string scheme;
   ComputeMode mode;
 };
+
+void PrintTo(const QuantCase& c, std::ostream* os) {
+  *os << arch_name(c.arch) << " " << c.scheme << " " << compute_mode_name(c.mode);
+}
 
 class CudaQuantizedParity : public ::testing::TestWithParam<QuantCase> {};
 
