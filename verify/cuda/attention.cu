@@ -26,7 +26,7 @@ constexpr int kDimsPerThread = static_cast<int>(kMaxAttentionHeadDim / kThreads)
 // With splits > 1 (decode: few queries, long caches), block z covers keys [first + z·kSplitKeys, …) of its query
 // only and writes its unnormalised output, running max and sum to `partial` [T, heads, splits, d + 2] for
 // combine_kernel; with one split it writes the output itself.
-constexpr int64_t kSplitKeys = 256;
+constexpr int64_t kSplitKeys = 64;  // decode: Gemma-4 E2B has 8 heads, so short splits are what fills the GPU
 
 __global__ void attention_kernel(AttentionShape shape, const float* q, int64_t tokens, const float* k, const float* v,
                                  int64_t cache_len, float* out, float* partial) {
@@ -52,6 +52,7 @@ __global__ void attention_kernel(AttentionShape shape, const float* q, int64_t t
   for (int64_t start = first; start <= position; start += kChunk) {
     const int64_t count = min(int64_t(kChunk), position - start + 1);
     float warp_max = -FLT_MAX;
+#pragma unroll 4
     for (int64_t jj = warp; jj < count; jj += kWarps) {
       const float* key = k + (start + jj) * kv_stride + kv_head * d;
       float partial = 0.0f;
@@ -77,7 +78,8 @@ __global__ void attention_kernel(AttentionShape shape, const float* q, int64_t t
       const int64_t i = threadIdx.x + int64_t(u) * kThreads;
       if (i >= d) break;
       float sum = acc[u] * rescale;
-      for (int64_t jj = 0; jj < count; ++jj) {
+#pragma unroll 8
+      for (int64_t jj = 0; jj < count; ++jj) {  // unrolled: the V loads of several keys in flight at once
         sum += probs[jj] * v[(start + jj) * kv_stride + kv_head * d + i];
       }
       acc[u] = sum;
