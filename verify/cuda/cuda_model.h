@@ -16,7 +16,9 @@
 //    "hxforge was built without CUDA".
 //
 // Non-goals (for now): batches of sequences; streaming weights layer by layer when they do not fit (the model must
-// fit in GPU memory); fused dequantizing GEMMs (quantized matrices are decoded to bf16 or f32 at load); several GPUs.
+// fit in GPU memory, else the load fails with exit 3 naming the allocation); fused dequantizing GEMMs (quantized
+// matrices are decoded at load, to f32 when their values are not all exact bf16 — int8/FP6/FP5/int4 with scales —
+// so a quantized model takes 2× its bf16 size on the GPU); tensor-core attention; CUDA graphs; several GPUs.
 #pragma once
 
 #include <cstdint>
