@@ -17,7 +17,7 @@
 //
 // Non-goals (for now): batches of sequences; streaming weights layer by layer when they do not fit (the model must
 // fit in GPU memory, else the load fails with exit 3 naming the allocation); fused dequantizing GEMMs (quantized
-// matrices are decoded at load, to f32 when their values are not all exact bf16 — int8/FP6/FP5/int4 with scales —
+// matrices are decoded at load, to f32 when their values are not all exact bf16 — any scheme with scales —
 // so a quantized model takes 2× its bf16 size on the GPU); tensor-core attention; CUDA graphs; several GPUs.
 #pragma once
 
