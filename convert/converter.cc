@@ -48,8 +48,8 @@ class StreamingSha256 {
 // Streams one planned tensor's bytes to `emit`, chunk by chunk.
 void stream_tensor(const PlannedTensor& t, const std::function<void(std::span<const std::byte>)>& emit) {
   const uint32_t out_size = dtype_element_size(t.dtype);
-  if (t.provenance == Provenance::kCopy) {
-    for_each_contiguous_chunk(t.source->view, kChunkBytes, emit);
+  if (t.provenance == Provenance::kCopy) {  // read, not mapped: see for_each_stored_chunk
+    for_each_stored_chunk(t.source->view, kChunkBytes, emit);
     return;
   }
   std::vector<float> values;
@@ -82,7 +82,7 @@ void stream_tensor(const PlannedTensor& t, const std::function<void(std::span<co
   const DType in_type = t.source->view.dtype;
   const uint32_t in_size = dtype_element_size(in_type);
   const float scale = static_cast<float>(t.scale);
-  for_each_contiguous_chunk(t.source->view, kChunkBytes, [&](std::span<const std::byte> chunk) {
+  for_each_stored_chunk(t.source->view, kChunkBytes, [&](std::span<const std::byte> chunk) {
     if (chunk.size() % in_size != 0) throw FormatError("tensor '" + t.source->name + "': chunk splits an element");
     const uint64_t count = chunk.size() / in_size;
     values.resize(count);

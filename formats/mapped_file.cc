@@ -51,15 +51,30 @@ void read_file_chunks(const FileSpan& file, uint64_t length,
   thread_local std::vector<std::byte> buffer(kChunkBytes);
   uint64_t done = 0;
   while (done < length) {
+    // Every chunk but the last is full (consumers may rely on whole elements), whatever pread returns at a time.
     const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, length - done));
-    const ssize_t n = ::pread(file.fd, buffer.data(), want, static_cast<off_t>(file.offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      throw IoError(in_file(*file.path, "read failed at byte " + std::to_string(file.offset + done) + ": " +
-                                            (n == 0 ? std::string("unexpected end of file") : errno_text(errno))));
-    consume(std::span<const std::byte>(buffer.data(), static_cast<size_t>(n)));
-    done += static_cast<uint64_t>(n);
+    size_t filled = 0;
+    while (filled < want) {
+      const uint64_t at = file.offset + done + filled;
+      const ssize_t n = ::pread(file.fd, buffer.data() + filled, want - filled, static_cast<off_t>(at));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0)
+        throw IoError(in_file(*file.path, "read failed at byte " + std::to_string(at) + ": " +
+                                              (n == 0 ? std::string("unexpected end of file") : errno_text(errno))));
+      filled += static_cast<size_t>(n);
+    }
+    consume(std::span<const std::byte>(buffer.data(), want));
+    done += want;
   }
+}
+
+void for_each_stored_chunk(const TensorView& v, size_t chunk_bytes,
+                           const std::function<void(std::span<const std::byte>)>& consume) {
+  if (v.is_contiguous() && v.nbytes() > 0) {
+    const auto bytes = v.contiguous_bytes();
+    if (const auto file = mapped_file_span(bytes)) return read_file_chunks(*file, bytes.size(), consume);
+  }
+  for_each_contiguous_chunk(v, chunk_bytes, consume);
 }
 
 std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {

@@ -13,6 +13,8 @@
 #include <span>
 #include <string>
 
+#include "formats/tensor.h"
+
 namespace hx {
 
 class MappedFile {
@@ -58,6 +60,11 @@ std::optional<FileSpan> mapped_file_span(std::span<const std::byte> bytes);
 // IoError naming the file on a read error or a short file.
 void read_file_chunks(const FileSpan& file, uint64_t length,
                       const std::function<void(std::span<const std::byte>)>& consume);
+
+// The bytes of `v` in C order, chunk by chunk, like for_each_contiguous_chunk — but a contiguous view of a live mapping
+// is read with read_file_chunks (1 MiB chunks, whole elements) instead of through the mapping.
+void for_each_stored_chunk(const TensorView& v, size_t chunk_bytes,
+                           const std::function<void(std::span<const std::byte>)>& consume);
 
 // A file written under a temporary name in the destination folder and renamed over `path` by commit().
 // Destroying it without commit() removes the temporary file. Writes are unbuffered large write(2) calls.

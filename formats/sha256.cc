@@ -61,14 +61,7 @@ Digest sha256_bytes(std::span<const std::byte> data) {
 
 Digest sha256_tensor(const TensorView& v) {
   Sha256 h;
-  if (v.is_contiguous()) {  // file-backed bytes are read with pread (see mapped_file_span)
-    const auto bytes = v.contiguous_bytes();
-    if (const auto file = mapped_file_span(bytes)) {
-      read_file_chunks(*file, bytes.size(), [&](std::span<const std::byte> c) { h.update(c); });
-      return h.finish();
-    }
-  }
-  for_each_contiguous_chunk(v, kHashChunkBytes, [&](std::span<const std::byte> c) { h.update(c); });
+  for_each_stored_chunk(v, kHashChunkBytes, [&](std::span<const std::byte> c) { h.update(c); });
   return h.finish();
 }
 

@@ -98,5 +98,23 @@ TEST(Sha256FileBacked, PreadPathHashesLikeTheBytesThemselves) {
             to_hex(sha256_bytes(std::span<const std::byte>(data).subspan(5, static_cast<size_t>(elements) * 4))));
 }
 
+TEST(ForEachStoredChunk, FileBackedViewsComeInWholeChunksWithTheMappingsBytes) {
+  TempDir dir;
+  const auto data = pattern(kFileBytes);
+  auto file = MappedFile::open(write_file(dir, data));
+  const int64_t elements = static_cast<int64_t>((kFileBytes - 1) / 2);
+  const TensorView view = TensorView::contiguous(DType::kBF16, {elements}, Storage{file->bytes().subspan(1), file});
+  std::vector<std::byte> seen;
+  std::vector<size_t> sizes;
+  for_each_stored_chunk(view, 4096, [&](std::span<const std::byte> c) {
+    sizes.push_back(c.size());
+    seen.insert(seen.end(), c.begin(), c.end());
+  });
+  // Every chunk but the last is a whole 1 MiB read (converters rely on whole elements per chunk).
+  ASSERT_GE(sizes.size(), 2u);
+  for (size_t i = 0; i + 1 < sizes.size(); ++i) EXPECT_EQ(sizes[i], size_t{1} << 20);
+  EXPECT_EQ(seen, std::vector<std::byte>(data.begin() + 1, data.begin() + 1 + elements * 2));
+}
+
 }  // namespace
 }  // namespace hx
