@@ -162,10 +162,23 @@ AtomicOutputFile::~AtomicOutputFile() {
 void AtomicOutputFile::write(std::span<const std::byte> data) {
   // Below 1 MiB the system calls cost more than the mapping's page walks save.
   constexpr size_t kKernelCopyMinBytes = size_t{1} << 20;
-  if (data.size() >= kKernelCopyMinBytes) {
-    if (const auto source = mapped_file_span(data); source && copy_from_file(*source, data.size())) return;
-  }
-  write_from_memory(data);
+  if (data.size() < kKernelCopyMinBytes || [&] {
+        const auto source = mapped_file_span(data);
+        return !(source && copy_from_file(*source, data.size()));
+      }())
+    write_from_memory(data);
+  start_writeback();
+}
+
+void AtomicOutputFile::start_writeback() {
+  // commit() must fsync (cli.md); starting the disk writes as the data arrives, instead of all of them at the fsync,
+  // overlaps writing with producing the rest: the final fsync then waits for the last few MiB only.
+  constexpr uint64_t kWritebackStepBytes = uint64_t{64} << 20;
+  if (position_ - writeback_started_ < kWritebackStepBytes) return;
+  // Advisory: on failure (a file system without it) the fsync in commit() still does all the work.
+  ::sync_file_range(fd_, static_cast<off_t>(writeback_started_), static_cast<off_t>(position_ - writeback_started_),
+                    SYNC_FILE_RANGE_WRITE);
+  writeback_started_ = position_;
 }
 
 bool AtomicOutputFile::copy_from_file(const FileSpan& source, uint64_t length) {

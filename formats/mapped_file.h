@@ -92,7 +92,9 @@ class AtomicOutputFile {
   bool copy_from_file(const FileSpan& source, uint64_t length);  // false: the kernel cannot, nothing was copied
   std::string path_, temp_path_;
   int fd_ = -1;
+  void start_writeback();  // see write()
   uint64_t position_ = 0;
+  uint64_t writeback_started_ = 0;  // bytes [0, this) are already handed to the disk
   bool committed_ = false;
 };
 
