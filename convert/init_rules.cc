@@ -76,7 +76,7 @@ double radlads_a0(const InitContext& ctx, int64_t n) {
 void orthonormalize_columns(std::vector<double>& a, int64_t m, int64_t n) {
   // Block classical Gram-Schmidt, twice ("twice is enough": as accurate as Householder for Q). Columns go in panels
   // of kPanelColumns: a panel is first projected off every finished column, twice, as two matrix products (one
-  // parallel region each: R = Qᵀ·P over (column, panel column) pairs, P −= Q·R over row blocks), then orthonormalised
+  // parallel region each: R = Qᵀ·P over the finished columns, P −= Q·R over row blocks), then orthonormalised
   // column by column inside the panel (small, serial). Column-at-a-time parallel loops spent more time in OpenMP
   // barriers than in arithmetic on a loaded 2-core machine (perf: 38 % libgomp). Every sum has a fixed order, so the
   // result does not depend on the thread count.
@@ -91,13 +91,33 @@ void orthonormalize_columns(std::vector<double>& a, int64_t m, int64_t n) {
       // Threads pay off only on big projections; small ones would spend more on waking the team than on the work.
       const int64_t grain = m * j0 * width >= (int64_t{1} << 20) ? 2 : INT64_MAX;
       for (int pass = 0; pass < 2; ++pass) {
-        parallel_for(0, j0 * width, grain, [&](int64_t kc) {
-          const int64_t k = kc / width, c = kc % width;
-          r[static_cast<size_t>(kc)] = dot(a.data() + k * m, panel + c * m, m);
+        parallel_for(0, j0, grain, [&](int64_t k) {
+          // R[k][·] = q_kᵀ·P: one pass over q_k for the whole panel (each sum as dot() forms it).
+          const double* q = a.data() + k * m;
+          for (int64_t c = 0; c < width; ++c) r[static_cast<size_t>(k * width + c)] = dot(q, panel + c * m, m);
         });
         parallel_for(0, blocks, grain, [&](int64_t b) {
           const int64_t lo = b * kRowBlock, hi = std::min(m, lo + kRowBlock);
-          for (int64_t c = 0; c < width; ++c) {
+          // P −= Q·R on rows [lo, hi): four panel columns per pass over q_k (q is loaded once for four updates);
+          // every element still subtracts r_k·q_k in k order.
+          int64_t c = 0;
+          for (; c + 4 <= width; c += 4) {
+            double* __restrict v0 = panel + c * m;
+            double* __restrict v1 = v0 + m;
+            double* __restrict v2 = v1 + m;
+            double* __restrict v3 = v2 + m;
+            for (int64_t k = 0; k < j0; ++k) {
+              const double* rk = r.data() + k * width + c;
+              const double* __restrict q = a.data() + k * m;
+              for (int64_t i = lo; i < hi; ++i) {
+                v0[i] -= rk[0] * q[i];
+                v1[i] -= rk[1] * q[i];
+                v2[i] -= rk[2] * q[i];
+                v3[i] -= rk[3] * q[i];
+              }
+            }
+          }
+          for (; c < width; ++c) {
             double* v = panel + c * m;
             for (int64_t k = 0; k < j0; ++k) {
               const double rk = r[static_cast<size_t>(k * width + c)];
