@@ -6,9 +6,7 @@
 // `logits`, F32 [T, vocab]). --prefill N runs the first N tokens in one call and the rest one call per token (the
 // decode path), which is also how decode speed is measured; timings are printed (text) or reported under "timing".
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,7 +15,6 @@
 #include <iostream>
 #include <memory>
 #include <numeric>
-#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "formats/checkpoint.h"
@@ -25,6 +22,7 @@
 #include "formats/parallel.h"
 #include "formats/safetensors.h"
 #include "tools/cli.h"
+#include "tools/token_list.h"
 #include "verify/cuda/cuda_model.h"
 #include "verify/forward.h"
 
@@ -49,47 +47,11 @@ void declare(po::options_description& options, po::positional_options_descriptio
   positional.add("model", 1);
 }
 
-// Ids separated by commas and/or whitespace. A piece that is not an integer throws via `fail`.
-template <typename Fail>
-std::vector<int64_t> parse_token_list(const std::string& text, Fail fail) {
-  std::vector<int64_t> ids;
-  std::string piece;
-  std::istringstream in(text);
-  auto flush = [&] {
-    if (piece.empty()) return;
-    int64_t value = 0;
-    const char* end = piece.data() + piece.size();
-    const auto [ptr, ec] = std::from_chars(piece.data(), end, value);
-    if (ec != std::errc() || ptr != end) fail("'" + piece + "' (item " + std::to_string(ids.size()) + ") is not an integer token id");
-    ids.push_back(value);
-    piece.clear();
-  };
-  for (char c : text) {
-    if (c == ',' || std::isspace(static_cast<unsigned char>(c))) {
-      flush();
-    } else {
-      piece += c;
-    }
-  }
-  flush();
-  return ids;
-}
-
 std::vector<int64_t> read_tokens(const po::variables_map& args) {
   const bool inline_ids = args.count("tokens") > 0, from_file = args.count("tokens-file") > 0;
   if (inline_ids == from_file) throw UsageError("give the token ids with exactly one of --tokens and --tokens-file");
-  std::vector<int64_t> ids;
-  if (inline_ids) {
-    ids = parse_token_list(args["tokens"].as<std::string>(),
-                           [](const std::string& why) -> void { throw UsageError("--tokens: " + why); });
-  } else {
-    const std::string path = args["tokens-file"].as<std::string>();
-    std::ifstream f(path);
-    if (!f) throw IoError(in_file(path, "cannot open the token file: " + errno_text(errno)));
-    std::stringstream text;
-    text << f.rdbuf();
-    ids = parse_token_list(text.str(), [&](const std::string& why) -> void { throw FormatError(in_file(path, why)); });
-  }
+  const std::vector<int64_t> ids = inline_ids ? token_ids_from_option(args["tokens"].as<std::string>())
+                                              : token_ids_from_file(args["tokens-file"].as<std::string>());
   if (ids.empty()) throw UsageError("no token ids given");
   return ids;
 }

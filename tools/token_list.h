@@ -1,5 +1,5 @@
 // Token ids from the command line: `--tokens 1,2,3` or `--tokens-file F` (ids separated by commas and/or
-// whitespace). Shared by the subcommands that run models (verify; run has its own copy from before this header).
+// whitespace). Shared by the subcommands that run models (run, verify).
 #pragma once
 
 #include <cctype>
