@@ -16,7 +16,7 @@ Prints a comparison table. For every scheme (int8, fp8, fp6, fp5, int4 = HQQ wit
 Goals (issue 4): int8/FP8 >= 1.5 GB/s, FP6/FP5 >= 1.0, HQQ >= 0.15 on 2 threads; >= 5x torch; <= 512 MiB anonymous.
 
 usage: bench/quant_bench.py --hxforge build/hxforge --bench build/bench/quant_bench [--workdir /tmp/hxforge-qbench]
-       [--threads 2] [--torch-sample-mb 400] [--layers 2] [--schemes int8,fp8,fp6,fp5,int4]
+       [--threads 2] [--torch-sample-mb 400] [--torch-sample-mb-int4 100] [--layers 2] [--schemes int8,fp8,fp6,fp5,int4]
 The model is `hxforge synth --arch hxa079 --preset reka-flash-3 --layers 2 --realistic` (4.1 GB of bf16; made once
 and kept in --workdir). Build the benchmark with -DHXFORGE_BUILD_BENCH=ON.
 """
@@ -247,6 +247,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--torch-sample-mb", type=float, default=400)
+    ap.add_argument("--torch-sample-mb-int4", type=float, default=100, help="HQQ in torch is slow: a smaller sample")
     ap.add_argument("--schemes", default="int8,fp8,fp6,fp5,int4")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--memory-schemes", default="int8,int4,fp6-tc",
@@ -266,9 +267,10 @@ def main():
         plan = plan_of(args, model, scheme, os.path.join(args.workdir, f"plan-{scheme}.json"))
         ours_all, input_gb = hxforge_codec_gbps(args, model, scheme)
         # The torch sample: tensors in file order that fit the budget (the smallest one if none does).
+        budget = (args.torch_sample_mb_int4 if scheme == "int4" else args.torch_sample_mb) * 1e6
         sample, sample_bytes = [], 0
         for name, nbytes in plan:
-            if sample_bytes + nbytes <= args.torch_sample_mb * 1e6:
+            if sample_bytes + nbytes <= budget:
                 sample.append(name)
                 sample_bytes += nbytes
         if not sample and plan:
