@@ -181,7 +181,7 @@ TEST_F(BatchTest, ShardsPartitionTheJobList) {
   }
   EXPECT_EQ(seen.size(), 7u);
 
-  for (const char* bad : {"0/3", "4/3"})
+  for (const char* bad : {"0/3", "4/3", "1/0", "a/3", "1/", "/3", "1/3/2", "-1/3", "1234567/9999999"})
     EXPECT_EQ(run_hxforge(std::string("batch --shard ") + bad + " " + shell_quote(dir.file("jobs.json"))).exit_code, 2)
         << bad;
 }

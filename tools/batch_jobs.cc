@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <regex>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 #include "formats/errors.h"
 #include "formats/mapped_file.h"
@@ -37,6 +38,28 @@ std::string option_value_text(const json& v) {
   return v.dump();  // other numbers: JSON's shortest round-trip text
 }
 
+bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
+
+// [A-Za-z0-9][A-Za-z0-9._-]*: a job id names its resume record file.
+bool is_job_id(const std::string& s) {
+  return !s.empty() && is_alnum(s[0]) &&
+         std::all_of(s.begin(), s.end(), [](char c) { return is_alnum(c) || c == '.' || c == '_' || c == '-'; });
+}
+
+// [a-z][a-z0-9-]*: a long option name without its "--".
+bool is_option_name(const std::string& s) {
+  return !s.empty() && s[0] >= 'a' && s[0] <= 'z' &&
+         std::all_of(s.begin(), s.end(), [](char c) { return is_lower_alnum(c) || c == '-'; });
+}
+
+// 1 to 6 decimal digits.
+std::optional<int> small_number(std::string_view s) {
+  if (s.empty() || s.size() > 6 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::stoi(std::string(s));
+}
+
 }  // namespace
 
 std::vector<BatchJob> read_jobs(const std::string& path) {
@@ -48,8 +71,6 @@ std::vector<BatchJob> read_jobs(const std::string& path) {
   if (j.contains("version") && j["version"] != 1) fail("'version' is " + j["version"].dump() + "; expected 1");
   if (!j.contains("jobs") || !j["jobs"].is_array()) fail("'jobs' is missing or not an array");
 
-  static const std::regex id_pattern("^[A-Za-z0-9][A-Za-z0-9._-]*$");
-  static const std::regex option_pattern("^[a-z][a-z0-9-]*$");
   std::vector<BatchJob> jobs;
   std::set<std::string> ids;
   for (size_t i = 0; i < j["jobs"].size(); ++i) {
@@ -66,7 +87,7 @@ std::vector<BatchJob> read_jobs(const std::string& path) {
     job.index = i;
     job.id = o["id"];
     where += " ('" + job.id + "')";
-    if (!std::regex_match(job.id, id_pattern))
+    if (!is_job_id(job.id))
       fail(where + ": id must be letters, digits, '.', '_' or '-' (it names the resume record)");
     if (!ids.insert(job.id).second) fail(where + ": id '" + job.id + "' is used twice");
     job.kind = o["kind"];
@@ -76,7 +97,7 @@ std::vector<BatchJob> read_jobs(const std::string& path) {
     if (o.contains("options")) {
       if (!o["options"].is_object()) fail(where + ": 'options' is not an object");
       for (const auto& [key, value] : o["options"].items()) {
-        if (!std::regex_match(key, option_pattern))
+        if (!is_option_name(key))
           fail(where + ": option '" + key + "' is not a long option name (lowercase, without '--')");
         if (kReservedOptions.count(key))
           fail(where + ": option '" + key + "' is set by batch itself (use the job's 'output')");
@@ -92,11 +113,11 @@ std::vector<BatchJob> read_jobs(const std::string& path) {
 }
 
 std::pair<int, int> parse_shard(const std::string& text) {
-  static const std::regex pattern("^([0-9]{1,6})/([0-9]{1,6})$");
-  std::smatch m;
-  if (std::regex_match(text, m, pattern)) {
-    const int index = std::stoi(m[1]), count = std::stoi(m[2]);
-    if (count >= 1 && index >= 1 && index <= count) return {index, count};
+  const size_t slash = text.find('/');
+  if (slash != std::string::npos) {
+    const auto index = small_number(std::string_view(text).substr(0, slash));
+    const auto count = small_number(std::string_view(text).substr(slash + 1));
+    if (index && count && *count >= 1 && *index >= 1 && *index <= *count) return {*index, *count};
   }
   throw UsageError("--shard '" + text + "' is not I/N with 1 <= I <= N (e.g. 2/4)");
 }
