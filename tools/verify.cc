@@ -143,73 +143,22 @@ void check_manifest_stage(const VerifyRequest& request, VerifyReport& report) {
               request.manifest->c_str(), check.tensors_checked, check.tensors_mismatched, probe.c_str());
 }
 
-// --device cuda: the same comparison as compare_models(), both runs on the GPU (same plan, same forward contract).
-ModelComparison compare_on_gpu(const CudaModel& reference, const CudaModel& model, std::span<const int64_t> tokens,
-                               ComputeMode compute, const std::string& ref_name, const std::string& model_name) {
-  if (reference.vocab_size() != model.vocab_size())
-    throw FormatError(model_name + " has a vocabulary of " + std::to_string(model.vocab_size()) + " tokens, " +
-                      ref_name + " of " + std::to_string(reference.vocab_size()) +
-                      "; only models with the same vocabulary can be compared");
-  check_token_ids(tokens, reference.vocab_size());
-  ForwardOptions options;
-  options.compute = compute;
-  options.collect_hidden = true;
-  CudaState ref_state = reference.new_state(), model_state = model.new_state();
-  const ForwardResult ref_run = reference.forward(tokens, ref_state, options);
-  const ForwardResult model_run = model.forward(tokens, model_state, options);
-  ModelComparison c;
-  c.logits = compare_logits(ref_run.logits, model_run.logits, reference.vocab_size(), tokens, ref_name, model_name);
-  c.layers = compare_hidden(ref_run.hidden, model_run.hidden, static_cast<int64_t>(tokens.size()));
-  return c;
-}
+std::string device_suffix(const Model&) { return ""; }
+std::string device_suffix(const CudaModel& model) { return ", " + model.device_name(); }
 
-// Stage 2: the forward pass, compared with --against when given.
-void forward_stage(const VerifyRequest& request, VerifyReport& report, bool quiet_output) {
-  const Checkpoint checkpoint = open_checkpoint(request.model_path);
-  if (request.cuda) {
-    const CudaModel model(checkpoint);
-    const std::vector<int64_t> tokens =
-        request.tokens ? *request.tokens : default_tokens(request.default_token_count, model.vocab_size(), request.seed);
-    report.json["tokens"] = static_cast<int64_t>(tokens.size());
-    report.json["compute"] = compute_mode_name(request.compute);
-    report.json["device"] = "cuda";
-    if (!request.against) {
-      check_token_ids(tokens, model.vocab_size());
-      ForwardOptions options;
-      options.compute = request.compute;
-      CudaState state = model.new_state();
-      const ForwardResult result = model.forward(tokens, state, options);
-      int64_t non_finite = 0;
-      for (float v : result.logits) non_finite += !std::isfinite(v);
-      report.json["non_finite_logits"] = non_finite;
-      if (non_finite > 0)
-        report.failures.push_back(std::to_string(non_finite) + " logits of " + request.model_path + " are NaN or inf");
-      if (!quiet_output)
-        std::printf("%s: forward pass over %zu tokens on %s, %lld non-finite logits\n", request.model_path.c_str(),
-                    tokens.size(), model.device_name().c_str(), static_cast<long long>(non_finite));
-      return;
-    }
-    const CudaModel reference(open_checkpoint(*request.against));
-    const ModelComparison comparison =
-        compare_on_gpu(reference, model, tokens, request.compute, *request.against, request.model_path);
-    report.json.update(comparison_json(comparison));
-    report.json["against"] = *request.against;
-    for (std::string& failure : threshold_failures(comparison.logits, request.thresholds))
-      report.failures.push_back(std::move(failure));
-    std::printf("%s against %s (%s compute, %s):\n%s", request.model_path.c_str(), request.against->c_str(),
-                compute_mode_name(request.compute), model.device_name().c_str(), comparison_text(comparison).c_str());
-    return;
-  }
-  const Model model(checkpoint);
+// Stage 2 on one device: the forward pass, compared with --against when given (the reference on the same device).
+template <typename AnyModel>
+void forward_stage_on(const AnyModel& model, const VerifyRequest& request, VerifyReport& report, bool quiet_output) {
   const std::vector<int64_t> tokens =
       request.tokens ? *request.tokens : default_tokens(request.default_token_count, model.vocab_size(), request.seed);
   report.json["tokens"] = static_cast<int64_t>(tokens.size());
   report.json["compute"] = compute_mode_name(request.compute);
+  report.json["device"] = request.cuda ? "cuda" : "cpu";
   if (!request.against) {
     check_token_ids(tokens, model.vocab_size());
     ForwardOptions options;
     options.compute = request.compute;
-    ForwardState state = model.new_state();
+    auto state = model.new_state();
     const ForwardResult result = model.forward(tokens, state, options);
     int64_t non_finite = 0;
     for (float v : result.logits) non_finite += !std::isfinite(v);
@@ -217,20 +166,29 @@ void forward_stage(const VerifyRequest& request, VerifyReport& report, bool quie
     if (non_finite > 0)
       report.failures.push_back(std::to_string(non_finite) + " logits of " + request.model_path + " are NaN or inf");
     if (!quiet_output)
-      std::printf("%s: forward pass over %zu tokens, %lld non-finite logits\n", request.model_path.c_str(),
-                  tokens.size(), static_cast<long long>(non_finite));
+      std::printf("%s: forward pass over %zu tokens%s, %lld non-finite logits\n", request.model_path.c_str(),
+                  tokens.size(), device_suffix(model).c_str(), static_cast<long long>(non_finite));
     return;
   }
   const Checkpoint reference_checkpoint = open_checkpoint(*request.against);
-  const Model reference(reference_checkpoint);
+  const AnyModel reference(reference_checkpoint);
   const ModelComparison comparison =
       compare_models(reference, model, tokens, request.compute, *request.against, request.model_path);
   report.json.update(comparison_json(comparison));
   report.json["against"] = *request.against;
   for (std::string& failure : threshold_failures(comparison.logits, request.thresholds))
     report.failures.push_back(std::move(failure));
-  std::printf("%s against %s (%s compute):\n%s", request.model_path.c_str(), request.against->c_str(),
-              compute_mode_name(request.compute), comparison_text(comparison).c_str());
+  std::printf("%s against %s (%s compute%s):\n%s", request.model_path.c_str(), request.against->c_str(),
+              compute_mode_name(request.compute), device_suffix(model).c_str(), comparison_text(comparison).c_str());
+}
+
+// Stage 2: the forward pass on the requested device.
+void forward_stage(const VerifyRequest& request, VerifyReport& report, bool quiet_output) {
+  const Checkpoint checkpoint = open_checkpoint(request.model_path);
+  if (request.cuda)
+    forward_stage_on(CudaModel(checkpoint), request, report, quiet_output);
+  else
+    forward_stage_on(Model(checkpoint), request, report, quiet_output);
 }
 
 void write_report(const std::string& path, const nlohmann::json& json, bool overwrite) {

@@ -142,24 +142,12 @@ std::vector<LayerCosine> compare_hidden(const std::vector<std::vector<float>>& r
   return out;
 }
 
-ModelComparison compare_models(const Model& reference, const Model& model, std::span<const int64_t> tokens,
-                               ComputeMode compute, const std::string& ref_name, const std::string& model_name) {
-  if (reference.vocab_size() != model.vocab_size())
-    throw FormatError(model_name + " has a vocabulary of " + std::to_string(model.vocab_size()) + " tokens, " +
-                      ref_name + " of " + std::to_string(reference.vocab_size()) +
+void check_same_vocabulary(int64_t reference_vocab, int64_t model_vocab, const std::string& ref_name,
+                           const std::string& model_name) {
+  if (reference_vocab != model_vocab)
+    throw FormatError(model_name + " has a vocabulary of " + std::to_string(model_vocab) + " tokens, " + ref_name +
+                      " of " + std::to_string(reference_vocab) +
                       "; only models with the same vocabulary can be compared");
-  check_token_ids(tokens, reference.vocab_size());
-  ForwardOptions options;
-  options.compute = compute;
-  options.collect_hidden = true;
-  ForwardState ref_state = reference.new_state();
-  const ForwardResult ref_run = reference.forward(tokens, ref_state, options);
-  ForwardState model_state = model.new_state();
-  const ForwardResult model_run = model.forward(tokens, model_state, options);
-  ModelComparison c;
-  c.logits = compare_logits(ref_run.logits, model_run.logits, reference.vocab_size(), tokens, ref_name, model_name);
-  c.layers = compare_hidden(ref_run.hidden, model_run.hidden, static_cast<int64_t>(tokens.size()));
-  return c;
 }
 
 std::vector<std::string> threshold_failures(const LogitComparison& c, const CompareThresholds& thresholds) {

@@ -69,11 +69,31 @@ struct ModelComparison {
   LogitComparison logits;
   std::vector<LayerCosine> layers;
 };
+// Throws FormatError naming both models when their vocabularies differ (nothing to compare position by position).
+void check_same_vocabulary(int64_t reference_vocab, int64_t model_vocab, const std::string& ref_name,
+                           const std::string& model_name);
+
 // Runs both models over `tokens` (each from an empty state, hidden states collected) and compares them. Throws
-// FormatError when the vocabularies differ or a token id is outside them.
-ModelComparison compare_models(const Model& reference, const Model& model, std::span<const int64_t> tokens,
+// FormatError when the vocabularies differ or a token id is outside them. AnyModel is hx::Model or anything with
+// its forward contract (vocab_size(), new_state(), forward(tokens, state, options)) — the CUDA model.
+template <typename AnyModel>
+ModelComparison compare_models(const AnyModel& reference, const AnyModel& model, std::span<const int64_t> tokens,
                                ComputeMode compute, const std::string& ref_name = "reference",
-                               const std::string& model_name = "model");
+                               const std::string& model_name = "model") {
+  check_same_vocabulary(reference.vocab_size(), model.vocab_size(), ref_name, model_name);
+  check_token_ids(tokens, reference.vocab_size());
+  ForwardOptions options;
+  options.compute = compute;
+  options.collect_hidden = true;
+  auto ref_state = reference.new_state();
+  const ForwardResult ref_run = reference.forward(tokens, ref_state, options);
+  auto model_state = model.new_state();
+  const ForwardResult model_run = model.forward(tokens, model_state, options);
+  ModelComparison c;
+  c.logits = compare_logits(ref_run.logits, model_run.logits, reference.vocab_size(), tokens, ref_name, model_name);
+  c.layers = compare_hidden(ref_run.hidden, model_run.hidden, static_cast<int64_t>(tokens.size()));
+  return c;
+}
 
 struct CompareThresholds {
   std::optional<double> max_kld;   // on the mean KLD
