@@ -68,7 +68,12 @@ def timed(cmd, env=None, sample_anon=False):
 
 
 def best_of(n, cmd, env=None, sample_anon=False):
-    runs = [timed(cmd, env, sample_anon) for _ in range(n)]
+    runs = []
+    for _ in range(n):
+        # Untimed: flush what earlier runs left dirty (cp leaves GBs behind), so that no run pays for the
+        # writeback of another one.
+        os.sync()
+        runs.append(timed(cmd, env, sample_anon))
     return min(r[0] for r in runs), max(r[1] for r in runs)
 
 
