@@ -223,21 +223,21 @@ TEST(ConvertCli, LayoutsAndManifestsFollowTheirSchemas) {
           .exit_code,
       0);
   const std::string schemas = tests_dir() + "/../schemas/", script = tests_dir() + "/python/validate_json_schema.py";
-  // The schema package is not a Debian dependency of the project: use whichever python3 has it, else skip.
+  // python3-jsonschema comes from scripts/setup-deps; without it (a machine set up otherwise) the check is skipped.
   const CommandResult layouts =
-      run_command("python3 " + shell_quote(script) + " " + shell_quote(schemas + "layout.schema.json") + " " +
+      run_command(std::string(HXFORGE_PYTHON) + " " + shell_quote(script) + " " + shell_quote(schemas + "layout.schema.json") + " " +
                   shell_quote(tests_dir() + "/../convert/layouts") + "/*.json");
-  if (layouts.exit_code == 77) GTEST_SKIP() << "python3 has no jsonschema package";
+  if (layouts.exit_code == 77) GTEST_SKIP() << HXFORGE_PYTHON " has no jsonschema package";
   EXPECT_EQ(layouts.exit_code, 0) << layouts.output;
   const CommandResult manifest =
-      run_command("python3 " + shell_quote(script) + " " + shell_quote(schemas + "manifest.schema.json") + " " +
+      run_command(std::string(HXFORGE_PYTHON) + " " + shell_quote(script) + " " + shell_quote(schemas + "manifest.schema.json") + " " +
                   shell_quote(out + "/manifest.json"));
   EXPECT_EQ(manifest.exit_code, 0) << manifest.output;
   // The schema is not vacuous: a rule with both a source and an init is refused.
   json layout = read_json(tests_dir() + "/../convert/layouts/tiny-hxa079.json");
   layout["tensors"][0]["init"] = {{"rule", "zeros"}};
   std::ofstream(tmp.file("bad.json")) << layout.dump();
-  EXPECT_EQ(run_command("python3 " + shell_quote(script) + " " + shell_quote(schemas + "layout.schema.json") + " " +
+  EXPECT_EQ(run_command(std::string(HXFORGE_PYTHON) + " " + shell_quote(script) + " " + shell_quote(schemas + "layout.schema.json") + " " +
                         shell_quote(tmp.file("bad.json")))
                 .exit_code,
             1);

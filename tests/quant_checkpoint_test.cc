@@ -355,10 +355,10 @@ TEST_F(Synthetic, SchemasValidateWhatHxforgeWritesAndReads) {
 
   const std::string schemas = test::tests_dir() + "/../schemas/", script = test::tests_dir() + "/python/validate_json_schema.py";
   auto validate = [&](const std::string& schema, const std::string& file) {
-    return run_command("python3 " + shell_quote(script) + " " + shell_quote(schemas + schema) + " " + shell_quote(file));
+    return run_command(std::string(HXFORGE_PYTHON) + " " + shell_quote(script) + " " + shell_quote(schemas + schema) + " " + shell_quote(file));
   };
   const auto first = validate("quantized-checkpoint.schema.json", out.file("description.json"));
-  if (first.exit_code == 77) GTEST_SKIP() << "python3 has no jsonschema package";
+  if (first.exit_code == 77) GTEST_SKIP() << HXFORGE_PYTHON " has no jsonschema package";
   EXPECT_EQ(first.exit_code, 0) << first.output;
   EXPECT_EQ(validate("quantized-checkpoint.schema.json", out.file("bad_description.json")).exit_code, 1);
   EXPECT_EQ(validate("quant-policy.schema.json", out.file("policy.json")).exit_code, 0);
