@@ -17,16 +17,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return json::parse(in);
-}
-
-void write_json(const std::string& path, const json& j) {
-  std::ofstream out(path);
-  out << j.dump(2);
-}
-
 // Status per job id from a --json summary.
 std::map<std::string, std::string> statuses(const json& summary) {
   std::map<std::string, std::string> out;

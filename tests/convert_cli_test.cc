@@ -22,13 +22,6 @@ std::string llama_tiny() { return oracle_dir() + "/llama-tiny"; }
 std::string gemma_tiny() { return oracle_dir() + "/gemma4-tiny"; }
 std::string reference_script() { return tests_dir() + "/python/convert_reference.py"; }
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return json::parse(s.str());
-}
-
 bool python_numpy_available() {
   return run_command(std::string(HXFORGE_PYTHON) + " -c 'import numpy' 2>/dev/null").exit_code == 0;
 }

@@ -20,16 +20,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return json::parse(in);
-}
-
-void write_json(const std::string& path, const json& j) {
-  std::ofstream out(path);
-  out << j.dump(2);
-}
-
 // llama-tiny converted to hxa079 (with the built-in verification, so the manifest holds a probe).
 class ManifestCheckTest : public ::testing::Test {
  protected:

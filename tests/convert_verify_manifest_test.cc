@@ -13,11 +13,6 @@ namespace {
 
 using json = nlohmann::json;
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return json::parse(in);
-}
-
 TEST(VerifyManifestCli, PassesThenNamesATamperedTensorThenRefusesBadManifests) {
   TempDir tmp;
   const std::string student = tmp.file("student"), manifest = tmp.file("student/manifest.json");

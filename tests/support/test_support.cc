@@ -74,4 +74,16 @@ void write_file_bytes(const std::string& path, const std::vector<std::byte>& byt
   if (!f) throw std::runtime_error("cannot write " + path);
 }
 
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  return nlohmann::json::parse(in);
+}
+
+void write_json(const std::string& path, const nlohmann::json& j) {
+  std::ofstream out(path);
+  out << j.dump(2);
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
 }  // namespace hx::test

@@ -1,6 +1,7 @@
 // Helpers shared by the test executables: fixture paths, temporary folders, running the CLI and Python.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ std::string shell_quote(const std::string& s);
 bool python_torch_available();
 
 std::vector<std::byte> read_file_bytes(const std::string& path);
+// A JSON file (reports, manifests, job files); throws std::runtime_error naming the file when it cannot be read.
+nlohmann::json read_json(const std::string& path);
+void write_json(const std::string& path, const nlohmann::json& j);  // indented by 2
 void write_file_bytes(const std::string& path, const std::vector<std::byte>& bytes);
 
 }  // namespace hx::test
