@@ -15,18 +15,6 @@
 namespace hx {
 namespace {
 
-float load_f32(const std::byte* p) {
-  float v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
-uint16_t load_u16(const std::byte* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
 std::string shape_text(const char* what, int64_t rows, int64_t cols) {
   return std::string(what) + " [" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
 }
