@@ -1,6 +1,5 @@
 #include "convert/converter.h"
 
-#include <openssl/evp.h>
 
 #include <chrono>
 #include <filesystem>
@@ -12,6 +11,7 @@
 #include "formats/float_convert.h"
 #include "formats/mapped_file.h"
 #include "formats/parallel.h"
+#include "formats/sha256.h"
 #include "formats/pth.h"
 #include "formats/safetensors.h"
 
@@ -21,29 +21,6 @@ namespace {
 // 4 MiB per chunk: big writes, a few MiB of scratch, a multiple of every element size.
 constexpr size_t kChunkBytes = size_t{4} << 20;
 constexpr uint64_t kParallelBlock = uint64_t{1} << 16;  // elements per parallel conversion block
-
-// SHA-256 fed chunk by chunk as tensors stream to the writer.
-class StreamingSha256 {
- public:
-  StreamingSha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
-      throw Error(ExitCode::kIo, "OpenSSL could not initialise SHA-256");
-  }
-  void update(std::span<const std::byte> data) {
-    if (EVP_DigestUpdate(ctx_.get(), data.data(), data.size()) != 1)
-      throw Error(ExitCode::kIo, "SHA-256 update failed");
-  }
-  Digest finish() {
-    Digest d{};
-    unsigned len = 0;
-    if (EVP_DigestFinal_ex(ctx_.get(), d.data(), &len) != 1 || len != d.size())
-      throw Error(ExitCode::kIo, "SHA-256 final failed");
-    return d;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
-};
 
 // Streams one planned tensor's bytes to `emit`, chunk by chunk.
 void stream_tensor(const PlannedTensor& t, const std::function<void(std::span<const std::byte>)>& emit) {
@@ -150,7 +127,7 @@ ConvertResult convert_checkpoint(const ConvertOptions& options) {
   std::vector<Digest> hashes(plan.tensors.size());
   uint64_t bytes_done = 0;
   const TensorSource source = [&](size_t index, const ByteSink& sink) {
-    StreamingSha256 hash;
+    Sha256Stream hash;
     stream_tensor(plan.tensors[index], [&](std::span<const std::byte> chunk) {
       hash.update(chunk);
       sink(chunk);

@@ -13,35 +13,31 @@
 namespace hx {
 namespace {
 
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
-      throw Error(ExitCode::kIo, "OpenSSL could not initialise SHA-256");
-  }
-  void update(std::span<const std::byte> data) {
-    if (EVP_DigestUpdate(ctx_.get(), data.data(), data.size()) != 1) throw Error(ExitCode::kIo, "SHA-256 update failed");
-  }
-  Digest finish() {
-    Digest d{};
-    unsigned len = 0;
-    if (EVP_DigestFinal_ex(ctx_.get(), d.data(), &len) != 1 || len != d.size())
-      throw Error(ExitCode::kIo, "SHA-256 final failed");
-    return d;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx_;
-};
-
 // 4 MiB: large enough that OpenSSL runs at full speed, small enough to stay in L2/L3 for strided gathers.
 constexpr size_t kHashChunkBytes = size_t{4} << 20;
 
 }  // namespace
+
+Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) {
+  if (!ctx_ || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) {
+    EVP_MD_CTX_free(ctx_);
+    throw Error(ExitCode::kIo, "OpenSSL could not initialise SHA-256");
+  }
+}
+
+Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(ctx_); }
+
+void Sha256Stream::update(std::span<const std::byte> data) {
+  if (EVP_DigestUpdate(ctx_, data.data(), data.size()) != 1) throw Error(ExitCode::kIo, "SHA-256 update failed");
+}
+
+Digest Sha256Stream::finish() {
+  Digest d{};
+  unsigned len = 0;
+  if (EVP_DigestFinal_ex(ctx_, d.data(), &len) != 1 || len != d.size())
+    throw Error(ExitCode::kIo, "SHA-256 final failed");
+  return d;
+}
 
 std::string to_hex(const Digest& d) {
   static const char* digits = "0123456789abcdef";
@@ -54,13 +50,13 @@ std::string to_hex(const Digest& d) {
 }
 
 Digest sha256_bytes(std::span<const std::byte> data) {
-  Sha256 h;
+  Sha256Stream h;
   h.update(data);
   return h.finish();
 }
 
 Digest sha256_tensor(const TensorView& v) {
-  Sha256 h;
+  Sha256Stream h;
   for_each_stored_chunk(v, kHashChunkBytes, [&](std::span<const std::byte> c) { h.update(c); });
   return h.finish();
 }

@@ -10,9 +10,26 @@
 
 #include "formats/tensor.h"
 
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX, so that callers need no OpenSSL header
+
 namespace hx {
 
 using Digest = std::array<uint8_t, 32>;
+
+// SHA-256 over bytes that arrive in pieces (writers hash what they stream). OpenSSL (SHA-NI where the CPU has it);
+// IoError-class errors if OpenSSL fails.
+class Sha256Stream {
+ public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void update(std::span<const std::byte> data);
+  Digest finish();  // once
+
+ private:
+  evp_md_ctx_st* ctx_;
+};
 
 std::string to_hex(const Digest& d);
 Digest sha256_bytes(std::span<const std::byte> data);

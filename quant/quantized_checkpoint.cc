@@ -1,6 +1,5 @@
 #include "quant/quantized_checkpoint.h"
 
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <chrono>
@@ -48,28 +47,6 @@ std::string scheme_list() {
   for (QuantScheme q : kAllQuantSchemes) s += (s.empty() ? "" : ", ") + std::string(scheme_name(q));
   return s;
 }
-
-// SHA-256 over bytes that arrive in pieces (formats/sha256.h hashes whole tensors; the quantizer's output streams).
-class Sha256Stream {
- public:
-  Sha256Stream() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
-      throw Error(ExitCode::kIo, "OpenSSL could not initialise SHA-256");
-  }
-  void update(std::span<const std::byte> data) {
-    if (EVP_DigestUpdate(ctx_.get(), data.data(), data.size()) != 1) throw Error(ExitCode::kIo, "SHA-256 update failed");
-  }
-  std::string hex() {
-    Digest d{};
-    unsigned len = 0;
-    if (EVP_DigestFinal_ex(ctx_.get(), d.data(), &len) != 1 || len != d.size())
-      throw Error(ExitCode::kIo, "SHA-256 final failed");
-    return to_hex(d);
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
-};
 
 template <typename T>
 std::span<const std::byte> bytes_of(const std::vector<T>& v) {
@@ -564,7 +541,7 @@ QuantizedOutput quantize_tensor(const FloatRows& w, const QuantizedTensorEntry& 
     hash.update(b);
     sink(b);
   }, rows_done);
-  out.sha256 = hash.hex();
+  out.sha256 = to_hex(hash.finish());
   return out;
 }
 
@@ -644,7 +621,7 @@ QuantizeResult write_quantized_checkpoint(const Checkpoint& input, const std::ve
       });
       report.scheme = "keep";
       report.note = p.note;
-      report.sha256 = hash.hex();
+      report.sha256 = to_hex(hash.finish());
       report.error.count = t.view.numel();
       report.bytes_out = report.bytes_in;
       report.seconds = elapsed();
