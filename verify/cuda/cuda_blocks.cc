@@ -91,7 +91,10 @@ void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallC
   shape.scale = plan.scale;
   shape.sliding_window = plan.sliding_window;
   DeviceBuffer attended = ctx.take(T * q_width);
-  causal_attention(shape, q.f32(), T, cache.keys.f32(), cache.values.f32(), cache.positions, attended.f32(), s);
+  {
+    const OpTimer timer(ctx, "attention");
+    causal_attention(shape, q.f32(), T, cache.keys.f32(), cache.values.f32(), cache.positions, attended.f32(), s);
+  }
 
   if (w.gate_down) {  // TICA: att · (σ(x@g1)@g2)
     DeviceBuffer gate = ctx.take(T * q_width);
@@ -171,8 +174,11 @@ void rwkv_mixer(const RwkvPlan& plan, const RwkvWeights& w, CallContext& ctx, co
   rwkv7_scale_keys(keys.f32(), plan.k_scale_by_decay ? decay.f32() : omega.f32(), a.f32(), T * C, s);
 
   DeviceBuffer y = ctx.take(T * C);
-  rwkv7_recurrence(r.f32(), decay.f32(), keys.f32(), values.f32(), remove.f32(), replace.f32(), T, H, N,
-                   state.wkv.f32(), y.f32(), s);
+  {
+    const OpTimer timer(ctx, "rwkv recurrence");
+    rwkv7_recurrence(r.f32(), decay.f32(), keys.f32(), values.f32(), remove.f32(), replace.f32(), T, H, N,
+                     state.wkv.f32(), y.f32(), s);
+  }
   const float y_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(N)));
   rwkv7_output(y.f32(), r.f32(), keys.f32(), values.f32(), w.r_k.ptr(), y_scale, T, H, N, y.f32(), s);
   DeviceBuffer& gate = z;  // z is spent: reuse it for the output gate σ(x@g1)@g2

@@ -3,8 +3,9 @@
 // Products: y = x·Wᵀ with W [N, K] row-major, i.e. in cuBLAS's column-major terms Yᵀ[N, T] = op_T(W)·Xᵀ. kF32
 // computes in f32 (CUBLAS_COMPUTE_32F, default math mode: no TF32), kBF16 rounds x and W to bf16 and sums the exact
 // products in f32 — the CPU's two MatmulCompute modes. A weight stored in the other dtype is converted on the fly
-// in slices of rows (bounded scratch), so a bf16 model runs the f32 reference mode too. Calls of ≤ 4 tokens on bf16
-// weights (decode) take gemv.cu's memory-bound kernel instead.
+// in slices of rows (bounded scratch), so a bf16 model runs the f32 reference mode too; a quantized weight is
+// dequantized the same way (quantized.cu). Calls of ≤ 4 tokens on bf16 or quantized weights (decode) take the
+// memory-bound kernels of gemv.cu / quantized.cu instead.
 #include <algorithm>
 #include <string>
 
@@ -50,6 +51,10 @@ void gemm(const CallContext& ctx, const void* w, cudaDataType type, const void* 
 void matmul(const CallContext& ctx, const float* x, const DeviceMatrix& w, float* y, bool accumulate) {
   const int64_t T = ctx.tokens, N = w.rows, K = w.cols;
   const bool want_bf16 = ctx.bf16;
+  if (w.quantized()) {
+    const QuantizedView q = w.quantized_view();
+    if (gemv_quantized(q, x, y, T, want_bf16, accumulate, ctx.stream)) return;
+  }
   // Decode-sized calls on bf16 weights: the memory-bound kernel of gemv.cu (no conversion launch, no cuBLAS call).
   if (w.bf16 &&
       gemv_bf16(static_cast<const uint16_t*>(w.data.get()), x, y, T, N, K, want_bf16, accumulate, ctx.stream)) {
@@ -63,16 +68,18 @@ void matmul(const CallContext& ctx, const float* x, const DeviceMatrix& w, float
     x_in = x_bf16.get();
   }
   const cudaDataType type = want_bf16 ? CUDA_R_16BF : CUDA_R_32F;
-  if (w.bf16 == want_bf16) {
+  if (!w.quantized() && w.bf16 == want_bf16) {
     gemm(ctx, w.data.get(), type, x_in, 0, N, N, K, y, accumulate);
     return;
   }
-  // The weight is stored in the other dtype: convert slices of rows, then multiply each slice.
+  // The weight is quantized or stored in the other dtype: decode or convert slices of rows, multiply each slice.
   const int64_t slice_rows = std::max<int64_t>(1, std::min(N, kConvertSliceElements / std::max<int64_t>(K, 1)));
   DeviceBuffer slice(static_cast<size_t>(slice_rows * K) * (want_bf16 ? 2 : 4), ctx.stream);
   for (int64_t n0 = 0; n0 < N; n0 += slice_rows) {
     const int64_t n = std::min(slice_rows, N - n0);
-    if (want_bf16) {
+    if (w.quantized()) {
+      dequantize_rows(w.quantized_view(), n0, n, want_bf16, slice.get(), ctx.stream);
+    } else if (want_bf16) {
       f32_to_bf16(w.data.f32() + n0 * K, static_cast<uint16_t*>(slice.get()), n * K, ctx.stream);
     } else {
       bf16_to_f32(static_cast<const uint16_t*>(w.data.get()) + n0 * K, slice.f32(), n * K, ctx.stream);
@@ -115,6 +122,7 @@ void DeviceBuffer::release() noexcept {
 void project(const CallContext& ctx, const float* x, const DeviceMatrix& w, float* y, const DeviceVector* bias,
              bool accumulate) {
   if (ctx.tokens == 0) return;
+  const OpTimer timer(ctx, "gemm");
   if (bias && !bias->empty()) {
     if (accumulate) {  // the bias belongs to this product, not to what y already holds
       DeviceBuffer product = ctx.take(ctx.tokens * w.rows);
@@ -136,6 +144,7 @@ void rms_norm_rows(const CallContext& ctx, const float* x, float* y, int64_t row
     throw FormatError(in_file(ctx.plan->source, "RMSNorm weight of " + std::to_string(weight.size) +
                                                     " values for rows of " + std::to_string(dim)));
   }
+  const OpTimer timer(ctx, "norm");
   rms_norm(x, y, rows, dim, weight.ptr(), ctx.eps, ctx.stream);
 }
 

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "verify/cuda/cuda_kernels.h"
 #include "verify/cuda/cuda_model.h"
 #include "verify/forward_plan.h"
 
@@ -60,11 +61,21 @@ class DeviceBuffer {
   bool async_ = false;
 };
 
-// A weight matrix W [rows = out, cols = in] resident on the GPU, row-major, bf16 or f32.
+// A weight matrix W [rows = out, cols = in] resident on the GPU, row-major: dense bf16 or f32 values, or the packed
+// codes of a quantized matrix (coding ≠ kDense; cuda_kernels.h QuantizedView says what each part holds).
 struct DeviceMatrix {
-  DeviceBuffer data;
-  bool bf16 = false;
+  DeviceBuffer data;  // values, or codes
+  bool bf16 = false;  // dense values are bf16 (else f32)
   int64_t rows = 0, cols = 0;
+  WeightCoding coding = WeightCoding::kDense;
+  DeviceBuffer scales, zeros, table;
+  int64_t group = 0;
+
+  bool quantized() const { return coding != WeightCoding::kDense; }
+  QuantizedView quantized_view() const {
+    return {coding, static_cast<const uint8_t*>(data.get()), scales.f32(), zeros.f32(), table.f32(), rows, cols,
+            group};
+  }
 };
 using Matrix = std::unique_ptr<DeviceMatrix>;  // null = absent
 
@@ -126,6 +137,21 @@ struct CallContext {
   DeviceBuffer take(int64_t floats) const { return DeviceBuffer(static_cast<size_t>(floats) * sizeof(float), stream); }
 };
 
+// Times the GPU work launched on ctx.stream during its lifetime under `category` (a string literal) when
+// HXFORGE_CUDA_PROFILE is set (cuda_profile.cc; take_cuda_profile() sums them); does nothing otherwise.
+class OpTimer {
+ public:
+  OpTimer(const CallContext& ctx, const char* category);
+  ~OpTimer();
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+
+ private:
+  cudaStream_t stream_;
+  const char* category_;
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
+
 // y [T, w.rows] (=|+=) x [T, w.cols] · Wᵀ in the call's compute mode; with `bias`, the bias belongs to this product.
 void project(const CallContext& ctx, const float* x, const DeviceMatrix& w, float* y,
              const DeviceVector* bias = nullptr, bool accumulate = false);
@@ -134,6 +160,12 @@ void rms_norm_rows(const CallContext& ctx, const float* x, float* y, int64_t row
                    const DeviceVector& weight);
 // Copies `floats` device values to a new host vector (synchronous on the call's stream).
 std::vector<float> download(const CallContext& ctx, const float* device, int64_t floats);
+
+// ---- quantized matrices (cuda_quantized.cc) ----
+// When `name` is a quantized matrix of `checkpoint` whose layout the GPU decodes (every scheme's portable layout,
+// and fp6/fp5 torchao-tc), uploads its codes, scales and zeros into `m` and returns true; false for a dense tensor
+// or gemlite int4 (the caller decodes those on the host). Counts the bytes uploaded into *bytes.
+bool upload_quantized(const Checkpoint& checkpoint, const std::string& name, DeviceMatrix& m, uint64_t* bytes);
 
 // ---- blocks (cuda_blocks.cc) ----
 void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallContext& ctx, const float* x,

@@ -23,6 +23,30 @@ constexpr int64_t kMaxGemvTokens = 4;
 bool gemv_bf16(const uint16_t* w, const float* x, float* y, int64_t tokens, int64_t rows, int64_t cols, bool round_x,
                bool accumulate, cudaStream_t stream);
 
+// ---- quantized weights (quantized.cu) ----
+// How a weight matrix is held on the GPU. Byte codes [rows, cols] with one f32 scale per row: int8 (value q),
+// fp8 (e4m3 value of q), a code table (fp6/fp5: table[q], codes unpacked at load); int4: two codes per byte (low
+// nibble first) [rows, cols/2] with f32 scale and zero per group of `group` columns [rows, cols/group].
+enum class WeightCoding : uint8_t { kDense, kInt8, kFp8, kCodeTable, kInt4 };
+constexpr int kCodeTableSize = 64;  // fp6/fp5 codes
+struct QuantizedView {
+  WeightCoding coding = WeightCoding::kDense;
+  const uint8_t* codes = nullptr;
+  const float* scales = nullptr;
+  const float* zeros = nullptr;  // int4
+  const float* table = nullptr;  // kCodeTable: kCodeTableSize values
+  int64_t rows = 0, cols = 0;
+  int64_t group = 0;  // int4
+};
+// Rows [row_begin, row_begin + rows) decoded into out [rows, cols] as bf16 (to_bf16: the f32 value rounded to
+// nearest even) or f32 — the CPU's decode_f32 / decode_bf16 values.
+void dequantize_rows(const QuantizedView& w, int64_t row_begin, int64_t rows, bool to_bf16, void* out,
+                     cudaStream_t stream);
+// gemv_bf16's contract on a quantized W, dequantized in registers (and rounded to bf16 with x when `round`).
+// Returns false (launching nothing) when shape or alignment does not suit it.
+bool gemv_quantized(const QuantizedView& w, const float* x, float* y, int64_t tokens, bool round, bool accumulate,
+                    cudaStream_t stream);
+
 // ---- row-wise and element-wise ops (elementwise.cu) ----
 // rms_norm: y = x · (mean(x²) + eps)^-½ · w (w may be null: weightless); rows of `dim`. In place allowed.
 void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const float* weight, float eps, cudaStream_t s);

@@ -2,9 +2,10 @@
 // head, softcap) around the blocks of cuda_blocks.cc — verify/model.cc's loop on device buffers.
 //
 // Loading: every matrix comes from make_weight() (dense floats and the registered quantized encodings alike). A
-// matrix whose rows are stored as BF16 or F32 is copied as is; any other encoding is decoded on the host once and
-// uploaded as bf16 when every value is exactly a bf16 (F16 rarely, F8 always), else as f32 — so the GPU computes
-// with the very values the CPU decodes. Small vectors are uploaded as f32.
+// quantized matrix stays packed on the GPU (cuda_quantized.cc; quantized.cu dequantizes it where it is used); a
+// matrix whose rows are stored as BF16 or F32 is copied as is; any other encoding (F16, F8, gemlite int4) is decoded
+// on the host once and uploaded as bf16 when every value is exactly a bf16, else as f32 — so the GPU computes with
+// the very values the CPU decodes. Small vectors are uploaded as f32.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -69,6 +70,7 @@ class Uploader {
     m->rows = w->rows();
     m->cols = w->cols();
     const std::string what = "uploading " + ref.name + " (" + w->describe() + ") to the GPU";
+    if (cuda::upload_quantized(checkpoint_, ref.name, *m, &model_.device_bytes)) return m;  // stays packed
     int64_t stride = 0;
     for (DType format : {DType::kBF16, DType::kF32}) {
       if (const std::byte* rows = w->stored_rows(format, 0, 0, &stride)) {

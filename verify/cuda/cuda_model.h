@@ -15,10 +15,13 @@
 //    (HXFORGE_CUDA=OFF or no nvcc) the same API is built from cuda_stub.cc, and every entry point reports
 //    "hxforge was built without CUDA".
 //
+// Quantized matrices stay packed on the GPU (1 byte a weight for int8/fp8/fp6/fp5, ½ + group scales for int4) and
+// are dequantized where they are used: in registers by the decode GEMV, a slice of rows at a time into scratch for
+// cuBLAS in prefill (gemlite int4 alone is decoded at load).
+//
 // Non-goals (for now): batches of sequences; streaming weights layer by layer when they do not fit (the model must
-// fit in GPU memory, else the load fails with exit 3 naming the allocation); fused dequantizing GEMMs (quantized
-// matrices are decoded at load, to f32 when their values are not all exact bf16 — any scheme with scales —
-// so a quantized model takes 2× its bf16 size on the GPU); tensor-core attention; CUDA graphs; several GPUs.
+// fit in GPU memory, else the load fails with exit 3 naming the allocation); integer/fp8 tensor-core products;
+// CUDA graphs; several GPUs.
 #pragma once
 
 #include <cstdint>
@@ -64,6 +67,11 @@ class CudaState {
 // the last one ([1, vocab]: what generation needs; it skips a [T, vocab] head product and its copy to the host, e.g.
 // 512 MB for a 512-token prefill of a 262k-vocabulary model).
 enum class LogitRows : uint8_t { kAll, kLast };
+
+// With HXFORGE_CUDA_PROFILE set in the environment, forward calls time their GPU work per kind of operation (CUDA
+// events: gemm, attention, rwkv, norm); this returns the totals since the last call as JSON ({"gemm": {"ms": …,
+// "calls": …}, …}) and clears them. "{}" when profiling is off or there is no CUDA.
+std::string take_cuda_profile();
 
 class CudaModel {
  public:
