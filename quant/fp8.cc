@@ -1,8 +1,14 @@
+// GCC's -Wpsabi note concerns 64-byte vectors passed between functions compiled for different ISAs; the vectors of
+// quant/row_vectors.h live only inside always-inlined kernels (the pragma must precede every include).
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "quant/fp8.h"
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <vector>
+
+#include "quant/row_vectors.h"
 
 namespace hx {
 
@@ -48,21 +54,31 @@ void fp8_quantize_rows_reference(const FloatRows& w, int64_t row_begin, int64_t 
 
 namespace {
 
-HX_QUANT_INLINE void fp8_row_kernel(const float* x, int64_t n, float scale, uint8_t* codes, float* dequantized) {
-  for (int64_t i = 0; i < n; ++i) {
-    float v = x[i] / scale;
-    v = v < -kFp8E4M3Max ? -kFp8E4M3Max : (v > kFp8E4M3Max ? kFp8E4M3Max : v);
-    float rounded;
-    codes[i] = static_cast<uint8_t>(ClampedE4M3::encode(v, &rounded));
-    dequantized[i] = rounded * scale;
+// One row, fused (quant/row_vectors.h): the absolute maximum from the stored values (per-row mode; per-tensor mode
+// checks the row for inf/NaN the same way), then codes and error statistics in one pass.
+template <typename In>
+HX_QUANT_INLINE ErrorStats fp8_row_kernel(const FloatRows& w, int64_t r, const In* x, Fp8ScaleMode mode,
+                                          float tensor_scale, uint8_t* codes, float* scale_out) {
+  using namespace rowvec;
+  const int64_t n = w.cols();
+  const float amax = checked_abs_max(max_abs_bits(x, n), w, r);
+  float scale = tensor_scale;
+  if (mode == Fp8ScaleMode::kPerRow) {
+    scale = fp8_scale_for_amax(amax);
+    *scale_out = scale;
   }
+  return encode_row(x, n, MinifloatChunk<ClampedE4M3>{scale, scale, kFp8E4M3Max}, StoreCodeBytes{codes});
 }
 
-void fp8_row_generic(const float* x, int64_t n, float scale, uint8_t* codes, float* dequantized) {
-  fp8_row_kernel(x, n, scale, codes, dequantized);
+template <typename In>
+ErrorStats fp8_row_generic(const FloatRows& w, int64_t r, const In* x, Fp8ScaleMode mode, float tensor_scale,
+                           uint8_t* codes, float* scale) {
+  return fp8_row_kernel(w, r, x, mode, tensor_scale, codes, scale);
 }
-HX_QUANT_AVX512 void fp8_row_avx512(const float* x, int64_t n, float scale, uint8_t* codes, float* dequantized) {
-  fp8_row_kernel(x, n, scale, codes, dequantized);
+template <typename In>
+HX_QUANT_AVX512 ErrorStats fp8_row_avx512(const FloatRows& w, int64_t r, const In* x, Fp8ScaleMode mode,
+                                          float tensor_scale, uint8_t* codes, float* scale) {
+  return fp8_row_kernel(w, r, x, mode, tensor_scale, codes, scale);
 }
 
 }  // namespace
@@ -81,16 +97,12 @@ float fp8_tensor_amax(const FloatRows& w) {
 ErrorStats fp8_quantize_rows(const FloatRows& w, int64_t row_begin, int64_t row_end, Fp8ScaleMode mode,
                              float tensor_scale, uint8_t* codes, float* scales) {
   const bool avx512 = quant_use_avx512();
-  const int64_t n = w.cols();
-  return for_each_row(w, row_begin, row_end, [&](int64_t r, const float* x, float* dequantized) {
-    const float amax = finite_abs_max(x, n, w, r);
-    float scale = tensor_scale;
-    if (mode == Fp8ScaleMode::kPerRow) {
-      scale = fp8_scale_for_amax(amax);
-      scales[r - row_begin] = scale;
-    }
-    (avx512 ? fp8_row_avx512 : fp8_row_generic)(x, n, scale, codes + (r - row_begin) * n, dequantized);
-    return row_error(x, dequantized, n);
+  return rowvec::for_each_stored_row(w, row_begin, row_end, [&](int64_t r, const auto* x) {
+    using In = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
+    const int64_t i = r - row_begin;
+    float* scale = mode == Fp8ScaleMode::kPerRow ? scales + i : nullptr;
+    return (avx512 ? fp8_row_avx512<In> : fp8_row_generic<In>)(w, r, x, mode, tensor_scale, codes + i * w.cols(),
+                                                                 scale);
   });
 }
 

@@ -1,11 +1,16 @@
+// GCC's -Wpsabi note concerns 64-byte vectors passed between functions compiled for different ISAs; the vectors of
+// quant/row_vectors.h live only inside always-inlined kernels (the pragma must precede every include).
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "quant/fpx.h"
 
 #include <algorithm>
 #include <array>
 #include <numeric>
+#include <type_traits>
 
 #include "formats/errors.h"
 #include "formats/parallel.h"
+#include "quant/row_vectors.h"
 
 namespace hx {
 
@@ -71,50 +76,111 @@ void fpx_quantize_rows_reference(const FloatRows& w, FpxFormat f, int64_t row_be
 
 namespace {
 
-// Clamping to ±max before rounding is the same as torchao's saturation (every value at or beyond max becomes max).
-template <class Encoder>
-HX_QUANT_INLINE void fpx_row_kernel(const float* x, int64_t n, float scale_f32, float stored_scale, float max_normal,
-                                    uint8_t* codes, float* dequantized) {
-  for (int64_t i = 0; i < n; ++i) {
-    float v = x[i] / scale_f32;
-    v = v < -max_normal ? -max_normal : (v > max_normal ? max_normal : v);
-    float rounded;
-    codes[i] = static_cast<uint8_t>(Encoder::encode(v, &rounded));
-    dequantized[i] = rounded * stored_scale;
+// Eight codes (one per byte of a little-endian 64-bit word, each below 2^kBits) squeezed into one kBits·8-bit word
+// by three shift-and-merge steps — byte pairs, then 16-bit pairs, then 32-bit pairs — so that code i ends at bit
+// kBits·i: the portable layout's bit stream. U is uint64_t or a vector of them (the fused kernel's 16 codes).
+template <int kBits, typename U>
+HX_QUANT_INLINE U squeeze8(U c) {
+  constexpr uint64_t kField1 = (1u << kBits) - 1, kField2 = (1u << (2 * kBits)) - 1;
+  constexpr uint64_t kField4 = (uint64_t{1} << (4 * kBits)) - 1;
+  c = (c & (kField1 * 0x0001000100010001ull)) | ((c >> (8 - kBits)) & ((kField1 << kBits) * 0x0001000100010001ull));
+  c = (c & (kField2 * 0x0000000100000001ull)) |
+      ((c >> (16 - 2 * kBits)) & ((kField2 << (2 * kBits)) * 0x0000000100000001ull));
+  return (c & kField4) | ((c >> (32 - 4 * kBits)) & (kField4 << (4 * kBits)));
+}
+
+// The store of the fused kernel for the portable layout: 16 codes → 2·kBits bytes of the packed row, squeezed in
+// two 64-bit lanes (row lengths are multiples of 4 (FP6) or 8 (FP5) codes, so a row's last chunk packs whole bytes).
+template <int kBits>
+struct StorePacked {
+  uint8_t* packed_row;
+  HX_QUANT_INLINE void operator()(int64_t i, rowvec::U32x16 codes, int64_t count) const {
+    using U64x2 = uint64_t __attribute__((vector_size(16)));
+    const U64x2 words = squeeze8<kBits>(std::bit_cast<U64x2>(__builtin_convertvector(codes, rowvec::U8x16)));
+    uint8_t* dst = packed_row + i / 8 * kBits;
+    if (count == rowvec::kLanes) {
+      const uint64_t lo = words[0], hi = words[1];
+      std::memcpy(dst, &lo, kBits);  // little-endian: the low kBits bytes of each word
+      std::memcpy(dst + kBits, &hi, kBits);
+    } else {
+      uint8_t staged[2 * 8];
+      const uint64_t lo = words[0], hi = words[1];
+      std::memcpy(staged, &lo, kBits);
+      std::memcpy(staged + kBits, &hi, kBits);
+      std::memcpy(dst, staged, static_cast<size_t>(count * kBits / 8));
+    }
   }
+};
+
+// One row, fused (quant/row_vectors.h): the absolute maximum from the stored values, then codes (one per byte, or
+// packed) and error statistics in one pass. Clamping to ±max before rounding is the same as torchao's saturation
+// (every value at or beyond max becomes max).
+template <class Encoder, int kBits, bool kPacked, typename In>
+HX_QUANT_INLINE ErrorStats fpx_row_kernel(const FloatRows& w, int64_t r, const In* x, float max_normal,
+                                          DType scale_dtype, uint8_t* out, float* scale_out) {
+  using namespace rowvec;
+  const int64_t n = w.cols();
+  const float amax = checked_abs_max(max_abs_bits(x, n), w, r);
+  const float scale = std::max(amax, kAmaxFloor) / max_normal;
+  *scale_out = scale;
+  const MinifloatChunk<Encoder> encode{scale, fpx_stored_scale(scale, scale_dtype), max_normal};
+  if constexpr (kPacked)
+    return encode_row(x, n, encode, StorePacked<kBits>{out});
+  else
+    return encode_row(x, n, encode, StoreCodeBytes{out});
 }
 
-using RowKernel = void (*)(const float*, int64_t, float, float, float, uint8_t*, float*);
+// `out`: the row's codes (one per byte) or its packed bytes.
+using RowKernel = ErrorStats (*)(const FloatRows&, int64_t, const void*, float, DType, uint8_t*, float*);
 
-template <class Encoder>
-void fpx_row_generic(const float* x, int64_t n, float s32, float stored, float max, uint8_t* codes, float* deq) {
-  fpx_row_kernel<Encoder>(x, n, s32, stored, max, codes, deq);
+template <class Encoder, int kBits, bool kPacked, typename In>
+ErrorStats fpx_row_generic(const FloatRows& w, int64_t r, const void* x, float max, DType dtype, uint8_t* out,
+                           float* scale) {
+  return fpx_row_kernel<Encoder, kBits, kPacked>(w, r, static_cast<const In*>(x), max, dtype, out, scale);
 }
-template <class Encoder>
-HX_QUANT_AVX512 void fpx_row_avx512(const float* x, int64_t n, float s32, float stored, float max, uint8_t* codes,
-                                    float* deq) {
-  fpx_row_kernel<Encoder>(x, n, s32, stored, max, codes, deq);
+template <class Encoder, int kBits, bool kPacked, typename In>
+HX_QUANT_AVX512 ErrorStats fpx_row_avx512(const FloatRows& w, int64_t r, const void* x, float max, DType dtype,
+                                          uint8_t* out, float* scale) {
+  return fpx_row_kernel<Encoder, kBits, kPacked>(w, r, static_cast<const In*>(x), max, dtype, out, scale);
 }
 
+template <bool kPacked, typename In>
 RowKernel fpx_row_kernel_for(FpxFormat f, bool avx512) {
-  if (f == FpxFormat::kE3M2) return avx512 ? fpx_row_avx512<ClampedE3M2> : fpx_row_generic<ClampedE3M2>;
-  return avx512 ? fpx_row_avx512<ClampedE2M2> : fpx_row_generic<ClampedE2M2>;
+  if (f == FpxFormat::kE3M2)
+    return avx512 ? fpx_row_avx512<ClampedE3M2, 6, kPacked, In> : fpx_row_generic<ClampedE3M2, 6, kPacked, In>;
+  return avx512 ? fpx_row_avx512<ClampedE2M2, 5, kPacked, In> : fpx_row_generic<ClampedE2M2, 5, kPacked, In>;
+}
+
+// Rows [row_begin, row_end) through the fused kernel; row row_begin + i goes to out + i·out_row_bytes.
+template <bool kPacked>
+ErrorStats fpx_rows(const FloatRows& w, FpxFormat f, int64_t row_begin, int64_t row_end, DType scale_dtype,
+                    uint8_t* out, int64_t out_row_bytes, float* scales_f32) {
+  const bool avx512 = quant_use_avx512();
+  const RowKernel bf16_kernel = fpx_row_kernel_for<kPacked, uint16_t>(f, avx512);
+  const RowKernel f32_kernel = fpx_row_kernel_for<kPacked, float>(f, avx512);
+  const float max_normal = fpx_max_normal(f);
+  return rowvec::for_each_stored_row(w, row_begin, row_end, [&](int64_t r, const auto* x) {
+    using In = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
+    const int64_t i = r - row_begin;
+    const RowKernel kernel = std::is_same_v<In, uint16_t> ? bf16_kernel : f32_kernel;
+    return kernel(w, r, x, max_normal, scale_dtype, out + i * out_row_bytes, scales_f32 + i);
+  });
 }
 
 }  // namespace
 
 ErrorStats fpx_quantize_rows(const FloatRows& w, FpxFormat f, int64_t row_begin, int64_t row_end, DType scale_dtype,
                              uint8_t* codes, float* scales_f32) {
-  const RowKernel kernel = fpx_row_kernel_for(f, quant_use_avx512());
-  const float max_normal = fpx_max_normal(f);
-  const int64_t n = w.cols();
-  return for_each_row(w, row_begin, row_end, [&](int64_t r, const float* x, float* dequantized) {
-    const float amax = finite_abs_max(x, n, w, r);
-    const float scale = std::max(amax, kAmaxFloor) / max_normal;
-    scales_f32[r - row_begin] = scale;
-    kernel(x, n, scale, fpx_stored_scale(scale, scale_dtype), max_normal, codes + (r - row_begin) * n, dequantized);
-    return row_error(x, dequantized, n);
-  });
+  return fpx_rows<false>(w, f, row_begin, row_end, scale_dtype, codes, w.cols(), scales_f32);
+}
+
+ErrorStats fpx_quantize_pack_rows(const FloatRows& w, FpxFormat f, int64_t row_begin, int64_t row_end,
+                                  DType scale_dtype, uint8_t* packed, float* scales_f32) {
+  if (w.cols() % fpx_block_codes(f) != 0)
+    throw UsageError(w.label() + ": the portable " + std::string(f == FpxFormat::kE3M2 ? "FP6" : "FP5") +
+                     " layout needs in to be a multiple of " + std::to_string(fpx_block_codes(f)) + ", got " +
+                     std::to_string(w.cols()));
+  return fpx_rows<true>(w, f, row_begin, row_end, scale_dtype, packed, fpx_packed_row_bytes(w.cols(), f), scales_f32);
 }
 
 // ---- portable packing ----
@@ -123,15 +189,22 @@ int64_t fpx_packed_row_bytes(int64_t cols, FpxFormat f) { return cols / fpx_bloc
 
 namespace {
 
-// One row of the portable layout, with the block shape fixed at compile time so the inner loops unroll.
-template <int kBits, int kCodes, int kBytes>
-void pack_row_blocks(const uint8_t* codes, int64_t n, uint8_t* packed) {
-  static_assert(kBits * kCodes == 8 * kBytes, "a block fills whole bytes");
-  constexpr uint64_t kMask = (1u << kBits) - 1;
-  for (int64_t j = 0; j < n / kCodes; ++j) {
-    uint64_t v = 0;
-    for (int i = 0; i < kCodes; ++i) v |= (codes[j * kCodes + i] & kMask) << (kBits * i);
-    for (int b = 0; b < kBytes; ++b) packed[j * kBytes + b] = static_cast<uint8_t>(v >> (8 * b));
+// One row of the portable layout: 8 codes → kBits bytes at a time, then (FP6) a last half block of 4 codes.
+template <int kBits>
+void pack_row_words(const uint8_t* codes, int64_t n, uint8_t* packed) {
+  constexpr uint64_t kCodeMask = 0x0101010101010101ull * ((1u << kBits) - 1);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    uint64_t c;
+    std::memcpy(&c, codes + j, 8);
+    const uint64_t v = squeeze8<kBits>(c & kCodeMask);
+    std::memcpy(packed + j / 8 * kBits, &v, kBits);  // little-endian: the low kBits bytes
+  }
+  if (j < n) {  // FP6 only: n % 8 == 4
+    uint64_t c = 0;
+    std::memcpy(&c, codes + j, static_cast<size_t>(n - j));
+    const uint64_t v = squeeze8<kBits>(c & kCodeMask);
+    std::memcpy(packed + j / 8 * kBits, &v, static_cast<size_t>((n - j) * kBits / 8));
   }
 }
 
@@ -139,9 +212,9 @@ void pack_row_blocks(const uint8_t* codes, int64_t n, uint8_t* packed) {
 
 void fpx_pack_row(const uint8_t* codes, int64_t n, FpxFormat f, uint8_t* packed) {
   if (f == FpxFormat::kE3M2)
-    pack_row_blocks<6, 4, 3>(codes, n, packed);
+    pack_row_words<6>(codes, n, packed);
   else
-    pack_row_blocks<5, 8, 5>(codes, n, packed);
+    pack_row_words<5>(codes, n, packed);
 }
 
 void fpx_unpack_row(const uint8_t* packed_row, int64_t col_begin, int64_t n, FpxFormat f, uint8_t* codes) {

@@ -58,6 +58,10 @@ void fpx_quantize_rows_reference(const FloatRows& w, FpxFormat f, int64_t row_be
 // The same outputs; the error statistics use the stored scale (rounded to `scale_dtype`), as decoding does.
 ErrorStats fpx_quantize_rows(const FloatRows& w, FpxFormat f, int64_t row_begin, int64_t row_end, DType scale_dtype,
                              uint8_t* codes, float* scales_f32);
+// The same, packed straight into the portable layout (fpx_packed_row_bytes per row, row-major): each row is encoded
+// and packed while its codes are still in cache. Equal to fpx_pack_row of fpx_quantize_rows' codes.
+ErrorStats fpx_quantize_pack_rows(const FloatRows& w, FpxFormat f, int64_t row_begin, int64_t row_end,
+                                  DType scale_dtype, uint8_t* packed, float* scales_f32);
 
 // ---- portable packing ----
 int64_t fpx_packed_row_bytes(int64_t cols, FpxFormat f);  // cols · bits / 8 (cols a multiple of fpx_block_codes)

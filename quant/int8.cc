@@ -1,7 +1,13 @@
+// GCC's -Wpsabi note concerns 64-byte vectors passed between functions compiled for different ISAs; the vectors of
+// quant/row_vectors.h live only inside always-inlined kernels (the pragma must precede every include).
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "quant/int8.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
+
+#include "quant/row_vectors.h"
 
 namespace hx {
 
@@ -31,38 +37,53 @@ void int8_quantize_rows_reference(const FloatRows& w, int64_t row_begin, int64_t
 
 namespace {
 
-// Encodes one row and writes its dequantized values. Clamping before rounding gives the same integers as rounding
+// x / scale clamped to ±127 and rounded half to even. Clamping before rounding gives the same integers as rounding
 // first (the bounds are integers) and keeps the value in round_half_even_small's range.
-HX_QUANT_INLINE void int8_row_kernel(const float* x, int64_t n, float scale, int8_t* q, float* dequantized) {
-  constexpr float kMax = static_cast<float>(kInt8MaxCode);
-  for (int64_t i = 0; i < n; ++i) {
-    float v = x[i] / scale;
-    v = v < -kMax ? -kMax : (v > kMax ? kMax : v);
-    const float r = round_half_even_small(v);
-    q[i] = static_cast<int8_t>(static_cast<int32_t>(r));
-    dequantized[i] = r * scale;
+struct Int8Chunk {
+  float scale;
+  HX_QUANT_INLINE rowvec::F32x16 operator()(rowvec::F32x16 v, rowvec::U32x16* codes) const {
+    using namespace rowvec;
+    constexpr float kMax = static_cast<float>(kInt8MaxCode);
+    v = v / scale;
+    v = where(v < -kMax, splat(-kMax), where(v > kMax, splat(kMax), v));
+    // round_half_even_small's steps, keeping the sum: its bits minus the magic number's are the integer itself
+    // (a float→int conversion here would be folded with the byte store into a float→int8 one, which GCC scalarises).
+    constexpr float kMagic = 12582912.0f;  // 1.5 · 2^23, as in round_half_even_small
+    const F32x16 sum = v + kMagic;
+    *codes = std::bit_cast<U32x16>(sum) - std::bit_cast<uint32_t>(kMagic);  // low byte: two's complement int8
+    return (sum - kMagic) * scale;
   }
+};
+
+// One row, fused (quant/row_vectors.h): the absolute maximum from the stored values, then codes and error
+// statistics in one pass.
+template <typename In>
+HX_QUANT_INLINE ErrorStats int8_row_kernel(const FloatRows& w, int64_t r, const In* x, int8_t* q, float* scale_out) {
+  using namespace rowvec;
+  const int64_t n = w.cols();
+  const float amax = checked_abs_max(max_abs_bits(x, n), w, r);
+  const float scale = std::max(amax, kAmaxFloor) / static_cast<float>(kInt8MaxCode);
+  *scale_out = scale;
+  return encode_row(x, n, Int8Chunk{scale}, StoreCodeBytes{reinterpret_cast<uint8_t*>(q)});
 }
 
-void int8_row_generic(const float* x, int64_t n, float scale, int8_t* q, float* dequantized) {
-  int8_row_kernel(x, n, scale, q, dequantized);
+template <typename In>
+ErrorStats int8_row_generic(const FloatRows& w, int64_t r, const In* x, int8_t* q, float* scale) {
+  return int8_row_kernel(w, r, x, q, scale);
 }
-HX_QUANT_AVX512 void int8_row_avx512(const float* x, int64_t n, float scale, int8_t* q, float* dequantized) {
-  int8_row_kernel(x, n, scale, q, dequantized);
+template <typename In>
+HX_QUANT_AVX512 ErrorStats int8_row_avx512(const FloatRows& w, int64_t r, const In* x, int8_t* q, float* scale) {
+  return int8_row_kernel(w, r, x, q, scale);
 }
 
 }  // namespace
 
 ErrorStats int8_quantize_rows(const FloatRows& w, int64_t row_begin, int64_t row_end, int8_t* codes, float* scales) {
   const bool avx512 = quant_use_avx512();
-  const int64_t n = w.cols();
-  return for_each_row(w, row_begin, row_end, [&](int64_t r, const float* x, float* dequantized) {
-    const float amax = finite_abs_max(x, n, w, r);
-    const float scale = std::max(amax, kAmaxFloor) / static_cast<float>(kInt8MaxCode);
-    scales[r - row_begin] = scale;
-    int8_t* q = codes + (r - row_begin) * n;
-    (avx512 ? int8_row_avx512 : int8_row_generic)(x, n, scale, q, dequantized);
-    return row_error(x, dequantized, n);
+  return rowvec::for_each_stored_row(w, row_begin, row_end, [&](int64_t r, const auto* x) {
+    using In = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
+    const int64_t i = r - row_begin;
+    return (avx512 ? int8_row_avx512<In> : int8_row_generic<In>)(w, r, x, codes + i * w.cols(), scales + i);
   });
 }
 

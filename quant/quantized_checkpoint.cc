@@ -394,6 +394,24 @@ constexpr int64_t kPackGrainRows = 16;
 // have thousands of rows to share.
 int64_t block_rows_for(int64_t cols) { return std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(cols, 1)); }
 
+// A block buffer of the calling thread, kept from one tensor to the next and never zeroed: a fresh zero-filled block
+// per tensor cost a serial memset and page faults of its own, while the other threads waited (slot: which buffer).
+template <typename T>
+T* block_buffer(int slot, int64_t count) {
+  struct Buffer {
+    std::unique_ptr<std::byte[]> data;
+    size_t size = 0;
+  };
+  thread_local Buffer buffers[2];
+  Buffer& b = buffers[slot];
+  const size_t bytes = static_cast<size_t>(count) * sizeof(T);
+  if (bytes > b.size) {
+    b.data.reset(new std::byte[bytes]);  // default-initialised: no memset
+    b.size = bytes;
+  }
+  return reinterpret_cast<T*>(b.data.get());
+}
+
 std::vector<std::byte> f32_bytes(const std::vector<float>& v) {
   std::vector<std::byte> b(v.size() * 4);
   std::memcpy(b.data(), v.data(), b.size());
@@ -420,11 +438,11 @@ QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& 
   switch (e.scheme) {
     case QuantScheme::kInt8: {
       std::vector<float> scales(static_cast<size_t>(rows));
-      std::vector<int8_t> codes(static_cast<size_t>(std::min(block, rows) * cols));
+      int8_t* codes = block_buffer<int8_t>(0, std::min(block, rows) * cols);
       for (int64_t r0 = 0; r0 < rows; r0 += block) {
         const int64_t r1 = std::min(rows, r0 + block);
-        out.error.merge(int8_quantize_rows(w, r0, r1, codes.data(), scales.data() + r0));
-        emit(std::as_bytes(std::span<const int8_t>(codes.data(), static_cast<size_t>((r1 - r0) * cols))));
+        out.error.merge(int8_quantize_rows(w, r0, r1, codes, scales.data() + r0));
+        emit(std::as_bytes(std::span<const int8_t>(codes, static_cast<size_t>((r1 - r0) * cols))));
         rows_done(static_cast<uint64_t>(r1 - r0));
       }
       out.scale = f32_bytes(scales);
@@ -434,12 +452,12 @@ QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& 
       const bool per_row = e.fp8_scale == Fp8ScaleMode::kPerRow;
       const float tensor_scale = per_row ? 0.0f : fp8_scale_for_amax(fp8_tensor_amax(w));
       std::vector<float> scales(per_row ? static_cast<size_t>(rows) : 1, tensor_scale);
-      std::vector<uint8_t> codes(static_cast<size_t>(std::min(block, rows) * cols));
+      uint8_t* codes = block_buffer<uint8_t>(0, std::min(block, rows) * cols);
       for (int64_t r0 = 0; r0 < rows; r0 += block) {
         const int64_t r1 = std::min(rows, r0 + block);
-        out.error.merge(fp8_quantize_rows(w, r0, r1, e.fp8_scale, tensor_scale, codes.data(),
+        out.error.merge(fp8_quantize_rows(w, r0, r1, e.fp8_scale, tensor_scale, codes,
                                           per_row ? scales.data() + r0 : nullptr));
-        emit(std::as_bytes(std::span<const uint8_t>(codes.data(), static_cast<size_t>((r1 - r0) * cols))));
+        emit(std::as_bytes(std::span<const uint8_t>(codes, static_cast<size_t>((r1 - r0) * cols))));
         rows_done(static_cast<uint64_t>(r1 - r0));
       }
       out.scale = f32_bytes(scales);
@@ -461,15 +479,11 @@ QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& 
         fpx_pack_tc(codes.data(), rows, cols, f, packed.data());
         emit(bytes_of(packed));
       } else {
-        std::vector<uint8_t> codes(static_cast<size_t>(std::min(block, rows) * cols));
-        std::vector<uint8_t> packed(static_cast<size_t>(std::min(block, rows) * row_bytes));
+        uint8_t* packed = block_buffer<uint8_t>(0, std::min(block, rows) * row_bytes);
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
           const int64_t r1 = std::min(rows, r0 + block);
-          out.error.merge(fpx_quantize_rows(w, f, r0, r1, e.dtype, codes.data(), scales.data() + r0));
-          parallel_for(r0, r1, kPackGrainRows, [&](int64_t r) {
-            fpx_pack_row(codes.data() + (r - r0) * cols, cols, f, packed.data() + (r - r0) * row_bytes);
-          });
-          emit(std::as_bytes(std::span<const uint8_t>(packed.data(), static_cast<size_t>((r1 - r0) * row_bytes))));
+          out.error.merge(fpx_quantize_pack_rows(w, f, r0, r1, e.dtype, packed, scales.data() + r0));
+          emit(std::as_bytes(std::span<const uint8_t>(packed, static_cast<size_t>((r1 - r0) * row_bytes))));
           rows_done(static_cast<uint64_t>(r1 - r0));
         }
       }
