@@ -7,7 +7,8 @@
 // Prefill (≥ kTiledMinTokens queries, head_dim 64/128/256) takes a tiled kernel instead: K/V tiles in shared memory
 // shared by 32 queries, f32 on the CUDA cores (the CPU reference computes attention in f32 in both compute modes).
 // Decode (few queries) splits long key ranges over several blocks (kSplitKeys each) and merges them after.
-// Non-goals for now: tensor cores.
+// In kBF16 mode prefill takes attention_tc.cu's tensor-core kernel where the head size allows (≤ 128); the kernels
+// here are the f32 reference it is tested against, and serve kF32 mode, decode and larger heads.
 #include <algorithm>
 #include <cfloat>
 #include <stdexcept>
@@ -245,6 +246,7 @@ void causal_attention(const AttentionShape& shape, const float* q, int64_t token
   }
   if (tokens == 0) return;
   if (tokens >= kTiledMinTokens) {
+    if (shape.tensor_cores && causal_attention_tensor_cores(shape, q, tokens, k, v, cache_len, out, stream)) return;
     switch (shape.head_dim) {
       case 32:
         return launch_tiled<32>(shape, q, tokens, k, v, cache_len, out, stream);

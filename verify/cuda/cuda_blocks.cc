@@ -90,6 +90,7 @@ void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallC
   shape.head_dim = d;
   shape.scale = plan.scale;
   shape.sliding_window = plan.sliding_window;
+  shape.tensor_cores = ctx.bf16;  // the bf16×3 kernel is as accurate as the f32 one to ~1e-5; kF32 keeps the reference
   DeviceBuffer attended = ctx.take(T * q_width);
   {
     const OpTimer timer(ctx, "attention");

@@ -51,22 +51,25 @@ void gemm(const CallContext& ctx, const void* w, cudaDataType type, const void* 
 void matmul(const CallContext& ctx, const float* x, const DeviceMatrix& w, float* y, bool accumulate) {
   const int64_t T = ctx.tokens, N = w.rows, K = w.cols;
   const bool want_bf16 = ctx.bf16;
-  if (w.quantized()) {
-    const QuantizedView q = w.quantized_view();
-    if (gemv_quantized(q, x, y, T, want_bf16, accumulate, ctx.stream)) return;
-  }
-  // Decode-sized calls on bf16 weights: the memory-bound kernel of gemv.cu (no conversion launch, no cuBLAS call).
-  if (w.bf16 &&
-      gemv_bf16(static_cast<const uint16_t*>(w.data.get()), x, y, T, N, K, want_bf16, accumulate, ctx.stream)) {
-    return;
-  }
-  DeviceBuffer x_bf16;
-  const void* x_in = x;
+  DeviceBuffer x_bf16;  // x rounded to bf16 once for this product (kBF16)
   if (want_bf16) {
     x_bf16 = DeviceBuffer(static_cast<size_t>(T * K) * 2, ctx.stream);
     f32_to_bf16(x, static_cast<uint16_t*>(x_bf16.get()), T * K, ctx.stream);
-    x_in = x_bf16.get();
   }
+  // Decode-sized calls on bf16 or quantized weights: the memory-bound kernels of gemv.cu / quantized.cu.
+  if (w.bf16 || w.quantized()) {
+    GemvInput in;
+    if (want_bf16) {
+      in.bf16 = static_cast<const uint16_t*>(x_bf16.get());
+    } else {
+      in.f32 = x;
+    }
+    const bool done = w.quantized() ? gemv_quantized(w.quantized_view(), in, y, T, accumulate, ctx.stream)
+                                    : gemv_bf16(static_cast<const uint16_t*>(w.data.get()), in, y, T, N, K,
+                                                accumulate, ctx.stream);
+    if (done) return;
+  }
+  const void* x_in = want_bf16 ? x_bf16.get() : static_cast<const void*>(x);
   const cudaDataType type = want_bf16 ? CUDA_R_16BF : CUDA_R_32F;
   if (!w.quantized() && w.bf16 == want_bf16) {
     gemm(ctx, w.data.get(), type, x_in, 0, N, N, K, y, accumulate);

@@ -18,9 +18,15 @@ void gather_rows(const void* table, bool table_bf16, int64_t width, const int64_
 
 // ---- products with few tokens (gemv.cu) ----
 constexpr int64_t kMaxGemvTokens = 4;
-// y [tokens, rows] (=|+=) x [tokens, cols] · Wᵀ for bf16 W [rows, cols]; x rounded to bf16 first when round_x (the
-// kBF16 mode). Returns false (and launches nothing) when the shape or alignment does not suit it: use cuBLAS then.
-bool gemv_bf16(const uint16_t* w, const float* x, float* y, int64_t tokens, int64_t rows, int64_t cols, bool round_x,
+// The activations x [tokens, cols] of a GEMV: f32 (kF32 mode), or already rounded to bf16 once for the call (kBF16
+// mode: exact bf16 × bf16 products, f32 sums — the CPU's kBF16 values). Exactly one of the two is set.
+struct GemvInput {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+};
+// y [tokens, rows] (=|+=) x [tokens, cols] · Wᵀ for bf16 W [rows, cols]. Returns false (and launches nothing) when
+// the shape or alignment does not suit it: use cuBLAS then.
+bool gemv_bf16(const uint16_t* w, const GemvInput& x, float* y, int64_t tokens, int64_t rows, int64_t cols,
                bool accumulate, cudaStream_t stream);
 
 // ---- quantized weights (quantized.cu) ----
@@ -42,9 +48,9 @@ struct QuantizedView {
 // nearest even) or f32 — the CPU's decode_f32 / decode_bf16 values.
 void dequantize_rows(const QuantizedView& w, int64_t row_begin, int64_t rows, bool to_bf16, void* out,
                      cudaStream_t stream);
-// gemv_bf16's contract on a quantized W, dequantized in registers (and rounded to bf16 with x when `round`).
+// gemv_bf16's contract on a quantized W, dequantized in registers (and rounded to bf16 when x is bf16).
 // Returns false (launching nothing) when shape or alignment does not suit it.
-bool gemv_quantized(const QuantizedView& w, const float* x, float* y, int64_t tokens, bool round, bool accumulate,
+bool gemv_quantized(const QuantizedView& w, const GemvInput& x, float* y, int64_t tokens, bool accumulate,
                     cudaStream_t stream);
 
 // ---- row-wise and element-wise ops (elementwise.cu) ----
@@ -77,12 +83,16 @@ struct AttentionShape {
   int64_t q_heads = 0, kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
   int64_t sliding_window = 0;  // 0: full causal
+  bool tensor_cores = false;   // prefill may take attention_tc.cu's bf16×3 tensor-core kernel (kBF16 mode)
 };
 constexpr int64_t kMaxAttentionHeadDim = 512;  // Gemma-4's full layers; the kernel keeps the output in registers
 // causal_attention: q [tokens, q_heads, d] over a cache k, v [cache_len, kv_heads, d] whose last `tokens` rows are
 // the queries' own positions; out [tokens, q_heads, d].
 void causal_attention(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
                       int64_t cache_len, float* out, cudaStream_t stream);
+// The same on the tensor cores (attention_tc.cu); false (nothing launched) for head sizes other than 32/64/96/128.
+bool causal_attention_tensor_cores(const AttentionShape& shape, const float* q, int64_t tokens, const float* k,
+                                   const float* v, int64_t cache_len, float* out, cudaStream_t stream);
 
 // ---- RWKV-7 (rwkv7.cu) ----
 void rwkv7_decay_from_logits(const float* z, float* omega, float* decay, int64_t n, cudaStream_t stream);

@@ -73,6 +73,17 @@ enum class LogitRows : uint8_t { kAll, kLast };
 // "calls": …}, …}) and clears them. "{}" when profiling is off or there is no CUDA.
 std::string take_cuda_profile();
 
+// One causal attention on the GPU, for tests and benches: q [tokens, q_heads, d], k and v [cache_len, kv_heads, d]
+// (host f32, the queries at the cache's last `tokens` positions) → out [tokens, q_heads, d]. `tensor_cores` lets
+// prefill take the bf16×3 tensor-core kernel (≥ 64 queries, head_dim 32/64/96/128), as kBF16 forward calls do;
+// otherwise the f32 kernels. Throws UnsupportedError without CUDA or a GPU.
+struct CudaAttentionProblem {
+  int64_t tokens = 0, cache_len = 0, q_heads = 0, kv_heads = 0, head_dim = 0, sliding_window = 0;
+  float scale = 1.0f;
+};
+std::vector<float> cuda_causal_attention(const CudaAttentionProblem& problem, std::span<const float> q,
+                                         std::span<const float> k, std::span<const float> v, bool tensor_cores);
+
 class CudaModel {
  public:
   // Throws UnsupportedError (exit 3) when there is no CUDA build, no GPU or driver (naming the CUDA error), or the

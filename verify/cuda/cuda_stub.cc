@@ -17,6 +17,10 @@ bool cuda_device_available(std::string* why) {
 }
 
 std::string take_cuda_profile() { return "{}"; }
+std::vector<float> cuda_causal_attention(const CudaAttentionProblem&, std::span<const float>, std::span<const float>,
+                                         std::span<const float>, bool) {
+  throw UnsupportedError(kNoCuda);
+}
 
 struct CudaState::Impl {};
 CudaState::CudaState() = default;

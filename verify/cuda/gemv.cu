@@ -1,11 +1,11 @@
 // Matrix products with few rows of activations (decode: 1 token) on bf16 weights, memory-bound: one warp per
 // output feature streams its weight row once in 16-byte loads and applies it to every token of the call.
 //
-// Why not cuBLAS here: a cuBLAS call with one column needs the activations converted to bf16 first (a second
-// launch), and its host-side overhead per call is larger than the product itself for most decode matrices; this
-// kernel reads x in f32 and rounds it to bf16 in registers when the call is in kBF16 mode (exact bf16 products,
-// f32 sums: the same values the CPU's kBF16 mode multiplies), or not at all in kF32 mode (bf16 weights widened to
-// f32, f32 products).
+// Why not cuBLAS here: a cuBLAS call with one column has more host-side overhead per call than the product itself
+// for most decode matrices. In kBF16 mode the caller hands x already rounded to bf16 (once per call, not once per
+// weight row: the per-element f32→bf16 conversion was what bounded this kernel), so the products are exact
+// bf16 × bf16 products with f32 sums — the values the CPU's kBF16 mode multiplies; in kF32 mode x stays f32 and the
+// bf16 weights are widened to f32.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -17,12 +17,9 @@ namespace {
 
 constexpr int kWarpsPerBlock = 8;
 
-__device__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
-
-template <int kTokens>
+template <int kTokens, bool kXBf16>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    gemv_bf16_kernel(const uint16_t* w, const float* x, float* y, int64_t rows, int64_t cols, bool round_x,
-                     bool accumulate) {
+    gemv_bf16_kernel(const uint16_t* w, GemvInput x, float* y, int64_t rows, int64_t cols, bool accumulate) {
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -43,14 +40,22 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     }
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
-      const float4* xv = reinterpret_cast<const float4*>(x + t * cols + c * 8);
-      const float4 a = __ldg(xv), b = __ldg(xv + 1);
-      float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+      float xs[8];
+      if constexpr (kXBf16) {
+        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x.bf16 + t * cols) + c);
+        const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float xi = round_x ? round_bf16(xs[i]) : xs[i];
-        sums[t] += xi * weights[i];
+        for (int i = 0; i < 4; ++i) {
+          xs[2 * i] = __uint_as_float(xw[i] << 16);
+          xs[2 * i + 1] = __uint_as_float(xw[i] & 0xffff0000u);
+        }
+      } else {
+        const float4* xv = reinterpret_cast<const float4*>(x.f32 + t * cols + c * 8);
+        const float4 a = __ldg(xv), b = __ldg(xv + 1);
+        xs[0] = a.x, xs[1] = a.y, xs[2] = a.z, xs[3] = a.w, xs[4] = b.x, xs[5] = b.y, xs[6] = b.z, xs[7] = b.w;
       }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sums[t] += xs[i] * weights[i];
     }
   }
 #pragma unroll
@@ -62,30 +67,35 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 }
 
 template <int kTokens>
-void launch(const uint16_t* w, const float* x, float* y, int64_t rows, int64_t cols, bool round_x, bool accumulate,
+void launch(const uint16_t* w, const GemvInput& x, float* y, int64_t rows, int64_t cols, bool accumulate,
             cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  gemv_bf16_kernel<kTokens><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(w, x, y, rows, cols, round_x, accumulate);
+  if (x.bf16) {
+    gemv_bf16_kernel<kTokens, true><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(w, x, y, rows, cols, accumulate);
+  } else {
+    gemv_bf16_kernel<kTokens, false><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(w, x, y, rows, cols, accumulate);
+  }
 }
 
 }  // namespace
 
-bool gemv_bf16(const uint16_t* w, const float* x, float* y, int64_t tokens, int64_t rows, int64_t cols, bool round_x,
+bool gemv_bf16(const uint16_t* w, const GemvInput& x, float* y, int64_t tokens, int64_t rows, int64_t cols,
                bool accumulate, cudaStream_t stream) {
-  const bool aligned = reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const void* x_data = x.bf16 ? static_cast<const void*>(x.bf16) : static_cast<const void*>(x.f32);
+  const bool aligned = reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x_data) % 16 == 0;
   if (!aligned || cols % 8 != 0 || tokens < 1 || tokens > kMaxGemvTokens) return false;  // 16-byte loads only
   switch (tokens) {
     case 1:
-      launch<1>(w, x, y, rows, cols, round_x, accumulate, stream);
+      launch<1>(w, x, y, rows, cols, accumulate, stream);
       return true;
     case 2:
-      launch<2>(w, x, y, rows, cols, round_x, accumulate, stream);
+      launch<2>(w, x, y, rows, cols, accumulate, stream);
       return true;
     case 3:
-      launch<3>(w, x, y, rows, cols, round_x, accumulate, stream);
+      launch<3>(w, x, y, rows, cols, accumulate, stream);
       return true;
     default:
-      launch<4>(w, x, y, rows, cols, round_x, accumulate, stream);
+      launch<4>(w, x, y, rows, cols, accumulate, stream);
       return true;
   }
 }

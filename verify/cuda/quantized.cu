@@ -18,8 +18,6 @@
 namespace hx::cuda {
 namespace {
 
-__device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
-
 // The value of one byte code, before the scale.
 template <WeightCoding kCoding>
 __device__ __forceinline__ float code_value(uint32_t code, const float* table) {
@@ -74,13 +72,79 @@ __global__ void dequantize_int4_kernel(QuantizedView w, int64_t row_begin, int64
 
 constexpr int kWarpsPerBlock = 8;
 
+// Eight or sixteen activations of token t from column `col` on, as f32: read as bf16 (kBF16 mode: rounded once per
+// call by the caller, widened here with a shift) or f32.
+template <bool kXBf16, int kCount>
+__device__ __forceinline__ void load_x(const GemvInput& x, int64_t cols, int t, int64_t col, float (&out)[kCount]) {
+  if constexpr (kXBf16) {
+    const uint4* p = reinterpret_cast<const uint4*>(x.bf16 + t * cols + col);
+#pragma unroll
+    for (int u = 0; u < kCount / 8; ++u) {
+      const uint4 v = __ldg(p + u);
+      const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        out[8 * u + 2 * i] = __uint_as_float(words[i] << 16);
+        out[8 * u + 2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+      }
+    }
+  } else {
+    const float4* p = reinterpret_cast<const float4*>(x.f32 + t * cols + col);
+#pragma unroll
+    for (int u = 0; u < kCount / 4; ++u) {
+      const float4 v = __ldg(p + u);
+      out[4 * u] = v.x, out[4 * u + 1] = v.y, out[4 * u + 2] = v.z, out[4 * u + 3] = v.w;
+    }
+  }
+}
+
+// The 16 byte codes of `words` (little-endian: code i in byte i) as their values, before the scale. int8 goes through
+// the exponent trick (2^23 + (q + 128) as float bits, minus 2^23 + 128: exact) instead of the slower int→float
+// conversion; fp8 through the paired e4m3 → f16 conversion (exact, then exact to f32).
+template <WeightCoding kCoding>
+__device__ __forceinline__ void byte_code_values(const uint32_t (&words)[4], const float* table, float (&out)[16]) {
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    if constexpr (kCoding == WeightCoding::kInt8) {
+      const uint32_t biased = words[w] ^ 0x80808080u;  // q + 128 in each byte
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        out[4 * w + b] = __uint_as_float(__byte_perm(biased, 0x4b00u, 0x5440u | b)) - 8388736.0f;
+      }
+    } else if constexpr (kCoding == WeightCoding::kFp8) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const __half2_raw pair = __nv_cvt_fp8x2_to_halfraw2(
+            static_cast<__nv_fp8x2_storage_t>((words[w] >> (16 * h)) & 0xffffu), __NV_E4M3);
+        const float2 f = __half22float2(__half2(pair));
+        out[4 * w + 2 * h] = f.x, out[4 * w + 2 * h + 1] = f.y;
+      }
+    } else {
+#pragma unroll
+      for (int b = 0; b < 4; ++b) out[4 * w + b] = table[(words[w] >> (8 * b)) & 0xffu];
+    }
+  }
+}
+
+// Rounds pairs to bf16 (nearest even, one paired conversion per two values) and widens them back.
+template <int kCount>
+__device__ __forceinline__ void round_to_bf16(float (&values)[kCount]) {
+#pragma unroll
+  for (int i = 0; i < kCount; i += 2) {
+    const __nv_bfloat162 r = __floats2bfloat162_rn(values[i], values[i + 1]);
+    const uint32_t bits = *reinterpret_cast<const uint32_t*>(&r);
+    values[i] = __uint_as_float(bits << 16);
+    values[i + 1] = __uint_as_float(bits & 0xffff0000u);
+  }
+}
+
 // y[t][row] (=|+=) Σ_c x[t][c]·W[row][c], one warp per row: each lane loads 16 bytes of codes at a time (16 byte
 // codes, or 32 int4 codes — one group, since groups are ≥ 32 columns and loads start at multiples of 32), decodes
-// them in registers and applies them to every token. In kBF16 mode (round) both the decoded weight and x are
-// rounded to bf16 first, so the products are the CPU's exact bf16 products.
-template <WeightCoding kCoding, int kTokens>
+// them in registers and applies them to every token. In kBF16 mode (x given as bf16) the decoded weights are rounded
+// to bf16 too, so the products are the CPU's exact bf16 products.
+template <WeightCoding kCoding, int kTokens, bool kXBf16>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    gemv_quantized_kernel(QuantizedView w, const float* x, float* y, bool round, bool accumulate) {
+    gemv_quantized_kernel(QuantizedView w, GemvInput x, float* y, bool accumulate) {
   __shared__ float table[kCodeTableSize];
   if constexpr (kCoding == WeightCoding::kCodeTable) {
     for (int i = threadIdx.x; i < kCodeTableSize; i += blockDim.x) table[i] = w.table[i];
@@ -107,30 +171,22 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       const int64_t g = row * (w.cols / w.group) + l * kCodesPerLoad / w.group;
       const float scale = __ldg(w.scales + g), zero = __ldg(w.zeros + g);
 #pragma unroll
-      for (int i = 0; i < 32; ++i) {
-        const uint32_t q = (words[i / 8] >> (4 * (i % 8))) & 0x0fu;  // byte b: low nibble = column 2b
-        weights[i] = __fmul_rn(__fsub_rn(static_cast<float>(q), zero), scale);
+      for (int i = 0; i < 32; ++i) {  // byte b: low nibble = column 2b; q as float by the exponent trick
+        const float q = __uint_as_float(((words[i / 8] >> (4 * (i % 8))) & 0x0fu) | 0x4b000000u) - 8388608.0f;
+        weights[i] = __fmul_rn(__fsub_rn(q, zero), scale);
       }
     } else {
+      byte_code_values<kCoding>(words, table, weights);
 #pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        weights[i] = __fmul_rn(code_value<kCoding>((words[i / 4] >> (8 * (i % 4))) & 0xffu, table), row_scale);
-      }
+      for (int i = 0; i < 16; ++i) weights[i] = __fmul_rn(weights[i], row_scale);
     }
-    if (round) {
-#pragma unroll
-      for (int i = 0; i < kCodesPerLoad; ++i) weights[i] = round_bf16(weights[i]);
-    }
+    if constexpr (kXBf16) round_to_bf16(weights);
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
-      const float4* xv = reinterpret_cast<const float4*>(x + t * w.cols + l * kCodesPerLoad);
+      float xs[kCodesPerLoad];
+      load_x<kXBf16>(x, w.cols, t, l * kCodesPerLoad, xs);
 #pragma unroll
-      for (int j = 0; j < kCodesPerLoad / 4; ++j) {
-        const float4 a = __ldg(xv + j);
-        const float xs[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-        for (int u = 0; u < 4; ++u) sums[t] += (round ? round_bf16(xs[u]) : xs[u]) * weights[4 * j + u];
-      }
+      for (int i = 0; i < kCodesPerLoad; ++i) sums[t] += xs[i] * weights[i];
     }
   }
 #pragma unroll
@@ -141,20 +197,30 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   }
 }
 
-template <WeightCoding kCoding>
-void launch_gemv(const QuantizedView& w, const float* x, float* y, int64_t tokens, bool round, bool accumulate,
+template <WeightCoding kCoding, bool kXBf16>
+void launch_gemv(const QuantizedView& w, const GemvInput& x, float* y, int64_t tokens, bool accumulate,
                  cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
   constexpr unsigned threads = kWarpsPerBlock * 32;
   switch (tokens) {
     case 1:
-      return gemv_quantized_kernel<kCoding, 1><<<blocks, threads, 0, stream>>>(w, x, y, round, accumulate);
+      return gemv_quantized_kernel<kCoding, 1, kXBf16><<<blocks, threads, 0, stream>>>(w, x, y, accumulate);
     case 2:
-      return gemv_quantized_kernel<kCoding, 2><<<blocks, threads, 0, stream>>>(w, x, y, round, accumulate);
+      return gemv_quantized_kernel<kCoding, 2, kXBf16><<<blocks, threads, 0, stream>>>(w, x, y, accumulate);
     case 3:
-      return gemv_quantized_kernel<kCoding, 3><<<blocks, threads, 0, stream>>>(w, x, y, round, accumulate);
+      return gemv_quantized_kernel<kCoding, 3, kXBf16><<<blocks, threads, 0, stream>>>(w, x, y, accumulate);
     default:
-      return gemv_quantized_kernel<kCoding, 4><<<blocks, threads, 0, stream>>>(w, x, y, round, accumulate);
+      return gemv_quantized_kernel<kCoding, 4, kXBf16><<<blocks, threads, 0, stream>>>(w, x, y, accumulate);
+  }
+}
+
+template <WeightCoding kCoding>
+void launch_gemv(const QuantizedView& w, const GemvInput& x, float* y, int64_t tokens, bool accumulate,
+                 cudaStream_t stream) {
+  if (x.bf16) {
+    launch_gemv<kCoding, true>(w, x, y, tokens, accumulate, stream);
+  } else {
+    launch_gemv<kCoding, false>(w, x, y, tokens, accumulate, stream);
   }
 }
 
@@ -183,24 +249,25 @@ void dequantize_rows(const QuantizedView& w, int64_t row_begin, int64_t rows, bo
   }
 }
 
-bool gemv_quantized(const QuantizedView& w, const float* x, float* y, int64_t tokens, bool round, bool accumulate,
+bool gemv_quantized(const QuantizedView& w, const GemvInput& x, float* y, int64_t tokens, bool accumulate,
                     cudaStream_t stream) {
   const int64_t row_bytes = w.coding == WeightCoding::kInt4 ? w.cols / 2 : w.cols;
-  const bool aligned = reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const void* x_data = x.bf16 ? static_cast<const void*>(x.bf16) : static_cast<const void*>(x.f32);
+  const bool aligned = reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 && reinterpret_cast<uintptr_t>(x_data) % 16 == 0;
   if (!aligned || row_bytes % 16 != 0 || tokens < 1 || tokens > kMaxGemvTokens) return false;
   if (w.coding == WeightCoding::kInt4 && w.group < 32) return false;  // one group per 16-byte load
   switch (w.coding) {
     case WeightCoding::kInt8:
-      launch_gemv<WeightCoding::kInt8>(w, x, y, tokens, round, accumulate, stream);
+      launch_gemv<WeightCoding::kInt8>(w, x, y, tokens, accumulate, stream);
       return true;
     case WeightCoding::kFp8:
-      launch_gemv<WeightCoding::kFp8>(w, x, y, tokens, round, accumulate, stream);
+      launch_gemv<WeightCoding::kFp8>(w, x, y, tokens, accumulate, stream);
       return true;
     case WeightCoding::kCodeTable:
-      launch_gemv<WeightCoding::kCodeTable>(w, x, y, tokens, round, accumulate, stream);
+      launch_gemv<WeightCoding::kCodeTable>(w, x, y, tokens, accumulate, stream);
       return true;
     case WeightCoding::kInt4:
-      launch_gemv<WeightCoding::kInt4>(w, x, y, tokens, round, accumulate, stream);
+      launch_gemv<WeightCoding::kInt4>(w, x, y, tokens, accumulate, stream);
       return true;
     case WeightCoding::kDense:
       return false;
