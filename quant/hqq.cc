@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "formats/errors.h"
 #include "formats/parallel.h"
+#include "quant/row_vectors.h"
 
 namespace hx {
 namespace {
@@ -239,17 +241,16 @@ HX_QUANT_INLINE GroupInit init_group(float mn, float mx) {
 
 // ---- initialisation and encoding kernels ----
 
-// Min and max per group (16 lanes, then the lanes), and the initial parameters.
-HX_QUANT_INLINE void row_init_kernel(const float* x, int64_t cols, int group_size, float* multiplier, float* zero) {
+// Min and max per group (16 lanes, then the lanes), and the initial parameters; x is the stored row (BF16) or f32.
+template <typename In>
+HX_QUANT_INLINE void row_init_kernel(const In* x, int64_t cols, int group_size, float* multiplier, float* zero) {
   for (int64_t g = 0; g < cols / group_size; ++g) {
-    const float* xg = x + g * group_size;
-    float mn[kLanes], mx[kLanes];
-    for (int l = 0; l < kLanes; ++l) mn[l] = mx[l] = xg[l];
+    const In* xg = x + g * group_size;
+    F32x16 mn = load16(xg), mx = mn;
     for (int j = kLanes; j < group_size; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        mn[l] = xg[j + l] < mn[l] ? xg[j + l] : mn[l];
-        mx[l] = xg[j + l] > mx[l] ? xg[j + l] : mx[l];
-      }
+      const F32x16 v = load16(xg + j);
+      mn = where(v < mn, v, mn);
+      mx = where(v > mx, v, mx);
     }
     float lo = mn[0], hi = mx[0];
     for (int l = 1; l < kLanes; ++l) {
@@ -262,35 +263,72 @@ HX_QUANT_INLINE void row_init_kernel(const float* x, int64_t cols, int group_siz
   }
 }
 
-void row_init_generic(const float* x, int64_t cols, int gs, float* mult, float* zero) {
+template <typename In>
+void row_init_generic(const In* x, int64_t cols, int gs, float* mult, float* zero) {
   row_init_kernel(x, cols, gs, mult, zero);
 }
-HX_QUANT_AVX512 void row_init_avx512(const float* x, int64_t cols, int gs, float* mult, float* zero) {
+template <typename In>
+HX_QUANT_AVX512 void row_init_avx512(const In* x, int64_t cols, int gs, float* mult, float* zero) {
   row_init_kernel(x, cols, gs, mult, zero);
 }
 
-HX_QUANT_INLINE void row_encode_kernel(const float* x, int64_t cols, int group_size, const float* multiplier,
-                                       const float* zero, const float* scale, uint8_t* codes, float* dequantized) {
+// Codes of one row and its error statistics (rowvec::ErrorLanes: the figures of row_error()), fused: kPacked stores
+// the portable layout (two codes per byte, the even column in the low nibble), otherwise one code per byte.
+// The code's integer comes from the bits of q + 1.5·2^23 (q is integral): a float→int conversion followed by the
+// byte store would be folded into a float→uint8 one, which GCC does not vectorise.
+template <bool kPacked, typename In>
+HX_QUANT_INLINE ErrorStats row_encode_kernel(const In* x, int64_t cols, int group_size, const float* multiplier,
+                                             const float* zero, const float* scale, uint8_t* out) {
+  using U8x16 = uint8_t __attribute__((vector_size(16)));
+  using U16x8 = uint16_t __attribute__((vector_size(16)));
+  using U8x8 = uint8_t __attribute__((vector_size(8)));
+  using U32x16 = uint32_t __attribute__((vector_size(64)));
+  constexpr float kMagic = 12582912.0f;  // 1.5 · 2^23
+  rowvec::ErrorLanes lanes;
   for (int64_t g = 0; g < cols / group_size; ++g) {
     const float s = multiplier[g], z = zero[g], inv = scale[g];
     for (int j = 0; j < group_size; j += kLanes) {
       const int64_t i = g * group_size + j;
-      const F32x16 q = quantize_codes16(load16(x + i), s, z);
-      const F32x16 deq = (q - z) * inv;
-      std::memcpy(dequantized + i, &deq, sizeof(deq));
-      const I32x16 qi = to_int(q);
-      for (int l = 0; l < kLanes; ++l) codes[i + l] = static_cast<uint8_t>(qi[l]);
+      const F32x16 w = load16(x + i);
+      const F32x16 q = quantize_codes16(w, s, z);
+      lanes.add(w, (q - z) * inv);
+      const U8x16 codes = __builtin_convertvector(std::bit_cast<U32x16>(q + kMagic) - std::bit_cast<uint32_t>(kMagic), U8x16);
+      if constexpr (kPacked) {
+        const U16x8 pairs = std::bit_cast<U16x8>(codes);  // code 2j in the low byte, 2j+1 in the high one
+        const U8x8 bytes = __builtin_convertvector((pairs & 0x0f) | ((pairs >> 4) & 0xf0), U8x8);
+        std::memcpy(out + i / 2, &bytes, sizeof bytes);
+      } else {
+        std::memcpy(out + i, &codes, sizeof codes);
+      }
     }
   }
+  return lanes.finish(cols);
 }
 
-void row_encode_generic(const float* x, int64_t cols, int gs, const float* mult, const float* zero, const float* scale,
-                        uint8_t* codes, float* deq) {
-  row_encode_kernel(x, cols, gs, mult, zero, scale, codes, deq);
+template <bool kPacked, typename In>
+ErrorStats row_encode_generic(const In* x, int64_t cols, int gs, const float* mult, const float* zero,
+                              const float* scale, uint8_t* out) {
+  return row_encode_kernel<kPacked>(x, cols, gs, mult, zero, scale, out);
 }
-HX_QUANT_AVX512 void row_encode_avx512(const float* x, int64_t cols, int gs, const float* mult, const float* zero,
-                                       const float* scale, uint8_t* codes, float* deq) {
-  row_encode_kernel(x, cols, gs, mult, zero, scale, codes, deq);
+template <bool kPacked, typename In>
+HX_QUANT_AVX512 ErrorStats row_encode_avx512(const In* x, int64_t cols, int gs, const float* mult, const float* zero,
+                                             const float* scale, uint8_t* out) {
+  return row_encode_kernel<kPacked>(x, cols, gs, mult, zero, scale, out);
+}
+
+// Rows [row_begin, row_end) encoded: row row_begin + i to out + i·cols (codes) or out + i·cols/2 (packed).
+template <bool kPacked>
+ErrorStats encode_rows(const FloatRows& w, const HqqFit& fit, int64_t row_begin, int64_t row_end, uint8_t* out) {
+  const bool avx512 = quant_use_avx512();
+  const int64_t groups_per_row = fit.groups_per_row();
+  const int64_t out_row_bytes = kPacked ? w.cols() / 2 : w.cols();
+  return rowvec::for_each_stored_row(w, row_begin, row_end, [&](int64_t r, const auto* x) {
+    using In = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
+    const size_t first = static_cast<size_t>(r * groups_per_row);
+    return (avx512 ? row_encode_avx512<kPacked, In> : row_encode_generic<kPacked, In>)(
+        x, w.cols(), fit.group_size, &fit.multiplier[first], &fit.zero[first], &fit.scale[first],
+        out + (r - row_begin) * out_row_bytes);
+  });
 }
 
 void check_group_size(const FloatRows& w, int group_size) {
@@ -412,10 +450,11 @@ HqqFit hqq_fit(const FloatRows& w, const HqqOptions& options) {
   HqqFit fit = empty_fit(w, gs);
   const int64_t groups_per_row = w.cols() / gs;
   const bool avx512 = quant_use_avx512();
-  for_each_row(w, 0, w.rows(), [&](int64_t r, const float* x, float*) {
-    finite_abs_max(x, w.cols(), w, r);
-    (avx512 ? row_init_avx512 : row_init_generic)(x, w.cols(), gs, &fit.multiplier[static_cast<size_t>(r * groups_per_row)],
-                                                  &fit.zero[static_cast<size_t>(r * groups_per_row)]);
+  rowvec::for_each_stored_row(w, 0, w.rows(), [&](int64_t r, const auto* x) {
+    using In = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
+    rowvec::checked_abs_max(rowvec::max_abs_bits(x, w.cols()), w, r);  // refuses inf/NaN, naming row and column
+    const size_t first = static_cast<size_t>(r * groups_per_row);
+    (avx512 ? row_init_avx512<In> : row_init_generic<In>)(x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first]);
     return ErrorStats{};
   });
   if (options.optimize) {
@@ -423,25 +462,17 @@ HqqFit hqq_fit(const FloatRows& w, const HqqOptions& options) {
     double beta = options.beta, best = 1e4;
     const double count = static_cast<double>(w.rows()) * static_cast<double>(w.cols());
     std::vector<double> row_error(static_cast<size_t>(w.rows()));
-    const int64_t row_grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(w.cols(), 1));
     for (int it = 0; it < options.max_iterations; ++it) {
       const float beta_inverse = static_cast<float>(1.0 / beta);
       const float threshold = shrink_threshold(beta_inverse, k.p);
-      if (w.dtype() == DType::kBF16) {  // the common case: straight from the stored rows
-        parallel_for(0, w.rows(), row_grain, [&](int64_t r) {
-          const size_t first = static_cast<size_t>(r * groups_per_row);
-          const auto* x = reinterpret_cast<const uint16_t*>(w.row_bytes(r));
-          row_error[static_cast<size_t>(r)] = (avx512 ? row_iteration_avx512<uint16_t> : row_iteration_generic<uint16_t>)(
-              x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first], beta_inverse, threshold, k);
-        });
-      } else {
-        for_each_row(w, 0, w.rows(), [&](int64_t r, const float* x, float*) {
-          const size_t first = static_cast<size_t>(r * groups_per_row);
-          row_error[static_cast<size_t>(r)] = (avx512 ? row_iteration_avx512<float> : row_iteration_generic<float>)(
-              x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first], beta_inverse, threshold, k);
-          return ErrorStats{};
-        });
-      }
+      // BF16 rows straight from storage; each row's error lands in its own slot (summed below in row order).
+      rowvec::for_each_stored_row(w, 0, w.rows(), [&](int64_t r, const auto* x) {
+        using In = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
+        const size_t first = static_cast<size_t>(r * groups_per_row);
+        row_error[static_cast<size_t>(r)] = (avx512 ? row_iteration_avx512<In> : row_iteration_generic<In>)(
+            x, w.cols(), gs, &fit.multiplier[first], &fit.zero[first], beta_inverse, threshold, k);
+        return ErrorStats{};
+      });
       double total = 0;
       for (double e : row_error) total += e;  // row order: independent of the thread count
       beta *= options.kappa;
@@ -459,15 +490,12 @@ HqqFit hqq_fit(const FloatRows& w, const HqqOptions& options) {
 }
 
 ErrorStats hqq_encode_rows(const FloatRows& w, const HqqFit& fit, int64_t row_begin, int64_t row_end, uint8_t* codes) {
-  const bool avx512 = quant_use_avx512();
-  const int64_t groups_per_row = fit.groups_per_row();
-  return for_each_row(w, row_begin, row_end, [&](int64_t r, const float* x, float* dequantized) {
-    const size_t first = static_cast<size_t>(r * groups_per_row);
-    (avx512 ? row_encode_avx512 : row_encode_generic)(x, w.cols(), fit.group_size, &fit.multiplier[first],
-                                                      &fit.zero[first], &fit.scale[first],
-                                                      codes + (r - row_begin) * w.cols(), dequantized);
-    return row_error(x, dequantized, w.cols());
-  });
+  return encode_rows<false>(w, fit, row_begin, row_end, codes);
+}
+
+ErrorStats hqq_encode_pack_rows(const FloatRows& w, const HqqFit& fit, int64_t row_begin, int64_t row_end,
+                                uint8_t* packed) {
+  return encode_rows<true>(w, fit, row_begin, row_end, packed);
 }
 
 // ---- packings ----

@@ -86,6 +86,10 @@ void hqq_encode_rows_reference(const FloatRows& w, const HqqFit& fit, int64_t ro
 HqqFit hqq_fit(const FloatRows& w, const HqqOptions& options);
 // Codes of rows [row_begin, row_end), one per byte, and the error statistics of the dequantized rows.
 ErrorStats hqq_encode_rows(const FloatRows& w, const HqqFit& fit, int64_t row_begin, int64_t row_end, uint8_t* codes);
+// The same, packed straight into the portable layout (cols/2 bytes per row, row-major); equal to int4_pack_row of
+// hqq_encode_rows' codes.
+ErrorStats hqq_encode_pack_rows(const FloatRows& w, const HqqFit& fit, int64_t row_begin, int64_t row_end,
+                                uint8_t* packed);
 
 // ---- packings ----
 void int4_pack_row(const uint8_t* codes, int64_t n, uint8_t* packed);  // n even

@@ -495,9 +495,9 @@ QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& 
       options.group_size = e.group_size;
       const HqqFit fit = hqq_fit(w, options);
       out.hqq_iterations = fit.iterations;
-      std::vector<uint8_t> codes(static_cast<size_t>(std::min(block, rows) * cols));
       const int64_t groups = fit.groups_per_row();
       if (e.layout == QuantLayout::kGemlite) {  // words are [in/8, out]: the whole tensor first
+        std::vector<uint8_t> codes(static_cast<size_t>(std::min(block, rows) * cols));
         std::vector<uint32_t> words(static_cast<size_t>(cols / 8 * rows), 0u);
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
           const int64_t r1 = std::min(rows, r0 + block);
@@ -520,14 +520,11 @@ QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& 
         out.scale.assign(scale_bytes.begin(), scale_bytes.end());
         out.zero.assign(offset_bytes.begin(), offset_bytes.end());
       } else {
-        std::vector<uint8_t> packed(static_cast<size_t>(std::min(block, rows) * cols / 2));
+        uint8_t* packed = block_buffer<uint8_t>(0, std::min(block, rows) * cols / 2);
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
           const int64_t r1 = std::min(rows, r0 + block);
-          out.error.merge(hqq_encode_rows(w, fit, r0, r1, codes.data()));
-          parallel_for(r0, r1, kPackGrainRows, [&](int64_t r) {
-            int4_pack_row(codes.data() + (r - r0) * cols, cols, packed.data() + (r - r0) * cols / 2);
-          });
-          emit(std::as_bytes(std::span<const uint8_t>(packed.data(), static_cast<size_t>((r1 - r0) * cols / 2))));
+          out.error.merge(hqq_encode_pack_rows(w, fit, r0, r1, packed));
+          emit(std::as_bytes(std::span<const uint8_t>(packed, static_cast<size_t>((r1 - r0) * cols / 2))));
           rows_done(static_cast<uint64_t>(r1 - r0));
         }
         out.scale = f32_bytes(fit.scale);
