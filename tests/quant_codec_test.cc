@@ -1,6 +1,9 @@
 // The pieces every codec shares (quant/codec.h): the row kernels' minifloat encoder against the scalar reference of
 // formats/float_convert.h on every code and every rounding boundary of e4m3fn, e3m2 and e2m2; round half even;
 // the f32 view of weight matrices; error statistics.
+// GCC's -Wpsabi note concerns 64-byte vectors passed between functions compiled for different ISAs; the vectors of
+// quant/row_vectors.h (tested here) stay inside inlined code (the pragma must precede every include).
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -11,6 +14,16 @@
 
 #include "formats/errors.h"
 #include "quant/codec.h"
+#include "quant/fp8.h"
+#include "quant/fpx.h"
+#include "quant/hqq.h"
+#include "quant/int8.h"
+#include "quant/row_vectors.h"
+#include "tests/quant_test_helpers.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace hx {
 namespace {
@@ -69,6 +82,33 @@ TEST(ClampedMinifloat, E3M2MatchesReferenceOnEveryCodeAndBoundary) {
 }
 TEST(ClampedMinifloat, E2M2MatchesReferenceOnEveryCodeAndBoundary) {
   expect_encoder_matches_reference<ClampedE2M2>(kFormatFP5E2M2, "e2m2");
+}
+
+// The 16-lane form the fused row kernels use (quant/row_vectors.h) against the scalar encoder, lane by lane, on
+// every boundary input (and so, through the test above, against minifloat_encode_reference).
+template <class Encoder>
+void expect_vector_encoder_matches_scalar(const MinifloatFormat& f, const char* name) {
+  const double max = minifloat_max_finite(f);
+  std::vector<float> inputs;
+  for (float x : boundary_inputs(f))
+    if (std::fabs(x) <= max) inputs.push_back(x);
+  for (size_t i = 0; i < inputs.size(); i += rowvec::kLanes) {
+    rowvec::F32x16 v{};
+    for (int l = 0; l < rowvec::kLanes; ++l) v[l] = inputs[std::min(i + static_cast<size_t>(l), inputs.size() - 1)];
+    rowvec::F32x16 rounded;
+    const rowvec::U32x16 codes = rowvec::minifloat_encode16<Encoder>(v, &rounded);
+    for (int l = 0; l < rowvec::kLanes; ++l) {
+      float scalar_rounded;
+      ASSERT_EQ(codes[l], Encoder::encode(v[l], &scalar_rounded)) << name << " x = " << v[l];
+      ASSERT_EQ(std::bit_cast<uint32_t>(rounded[l]), std::bit_cast<uint32_t>(scalar_rounded)) << name << " x = " << v[l];
+    }
+  }
+}
+
+TEST(ClampedMinifloat, SixteenLaneFormMatchesScalarOnEveryBoundary) {
+  expect_vector_encoder_matches_scalar<ClampedE4M3>(kFormatE4M3FN, "e4m3fn");
+  expect_vector_encoder_matches_scalar<ClampedE3M2>(kFormatFP6E3M2, "e3m2");
+  expect_vector_encoder_matches_scalar<ClampedE2M2>(kFormatFP5E2M2, "e2m2");
 }
 
 TEST(ClampedMinifloat, EveryFiniteCodeRoundTrips) {
@@ -155,6 +195,87 @@ TEST(ErrorStats, FiguresAndMergeOrder) {
   EXPECT_TRUE(std::isinf(row_error(ref, ref, 4).snr_db()));
   const float zeros[] = {0, 0};
   EXPECT_TRUE(std::isinf(row_error(zeros, ref, 2).nmse()));  // error on an all-zero reference
+}
+
+// Everything the fused kernels of one matrix produce: codes (or packed bytes), scales/zeros and error statistics.
+struct FusedOutputs {
+  std::vector<uint8_t> bytes;
+  std::vector<float> params;
+  ErrorStats stats;
+  bool operator==(const FusedOutputs& o) const {
+    return bytes == o.bytes && params == o.params && stats.count == o.stats.count &&
+           stats.sum_abs_error == o.stats.sum_abs_error && stats.sum_squared_error == o.stats.sum_squared_error &&
+           stats.sum_squared_reference == o.stats.sum_squared_reference && stats.max_abs_error == o.stats.max_abs_error;
+  }
+};
+
+FusedOutputs run_fused(const FloatRows& m, const std::string& scheme) {
+  FusedOutputs out;
+  const int64_t rows = m.rows(), cols = m.cols();
+  out.params.resize(static_cast<size_t>(rows));
+  if (scheme == "int8") {
+    out.bytes.resize(static_cast<size_t>(rows * cols));
+    out.stats = int8_quantize_rows(m, 0, rows, reinterpret_cast<int8_t*>(out.bytes.data()), out.params.data());
+  } else if (scheme == "fp8") {
+    out.bytes.resize(static_cast<size_t>(rows * cols));
+    out.stats = fp8_quantize_rows(m, 0, rows, Fp8ScaleMode::kPerRow, 0, out.bytes.data(), out.params.data());
+  } else if (scheme == "fp6" || scheme == "fp5") {
+    const FpxFormat f = scheme == "fp6" ? FpxFormat::kE3M2 : FpxFormat::kE2M2;
+    out.bytes.resize(static_cast<size_t>(rows * fpx_packed_row_bytes(cols, f)));
+    out.stats = fpx_quantize_pack_rows(m, f, 0, rows, m.dtype(), out.bytes.data(), out.params.data());
+  } else {
+    const HqqFit fit = hqq_fit(m, HqqOptions{});
+    out.params = fit.zero;
+    out.params.insert(out.params.end(), fit.scale.begin(), fit.scale.end());
+    out.bytes.resize(static_cast<size_t>(rows * cols / 2));
+    out.stats = hqq_encode_pack_rows(m, fit, 0, rows, out.bytes.data());
+  }
+  return out;
+}
+
+// Rows are handed to threads dynamically (whichever thread is free takes the next rows), so this checks the claim
+// of codec.h that results never depend on the thread count: 1 and 2 threads, on a matrix large enough (≥ 2^18
+// weights) for the kernels to start a team, give the same bytes, parameters and statistics.
+TEST(FusedKernels, ResultsDoNotDependOnTheThreadCount) {
+#ifdef _OPENMP
+  const int64_t rows = 80, cols = 4096;
+  const std::vector<uint16_t> w16 = quant_test::to_bf16(quant_test::hard_matrix(rows, cols, 51));
+  FloatRows m(DType::kBF16, w16.data(), rows, cols);
+  const int saved = omp_get_max_threads();
+  for (const char* scheme : {"int8", "fp8", "fp6", "fp5", "int4"}) {
+    omp_set_num_threads(1);
+    const FusedOutputs one = run_fused(m, scheme);
+    omp_set_num_threads(2);
+    const FusedOutputs two = run_fused(m, scheme);
+    EXPECT_TRUE(one == two) << scheme;
+    EXPECT_EQ(one.stats.count, static_cast<uint64_t>(rows * cols)) << scheme;
+  }
+  omp_set_num_threads(saved);
+#else
+  GTEST_SKIP() << "built without OpenMP";
+#endif
+}
+
+// A NaN or inf in a stored BF16 row (read in place by the fused kernels, not through finite_abs_max's f32 copy) is
+// refused with the same message: file and tensor, row, column.
+TEST(FusedKernels, RefuseNonFiniteBf16WeightsNamingRowAndColumn) {
+  const int64_t rows = 6, cols = 128;
+  std::vector<uint16_t> w16 = quant_test::to_bf16(quant_test::hard_matrix(rows, cols, 61));
+  for (uint16_t bad : {uint16_t{0x7fc0}, uint16_t{0xff80}}) {  // NaN, −inf
+    w16[static_cast<size_t>(3 * cols + 77)] = bad;
+    FloatRows m(DType::kBF16, w16.data(), rows, cols, 0, "m.safetensors: tensor 'x'");
+    for (const char* scheme : {"int8", "fp8", "fp6", "fp5", "int4"}) {
+      try {
+        run_fused(m, scheme);
+        ADD_FAILURE() << scheme << " accepted a non-finite weight";
+      } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("tensor 'x' holds " + std::string(bad == 0x7fc0 ? "NaN" : "inf") +
+                                             " at row 3, column 77"),
+                  std::string::npos)
+            << scheme << ": " << e.what();
+      }
+    }
+  }
 }
 
 TEST(SchemeNames, RoundTrip) {

@@ -181,6 +181,58 @@ TEST_P(FpxCodec, FastPathEqualsReferenceOnHardMatrices) {
   }
 }
 
+// The fused encode-and-pack path (what `quantize` runs for the portable layout) against the reference's codes packed
+// by fpx_pack_row, on F32, BF16 and F16 rows; FP6 also with a row ending in half a block (in % 8 == 4). Its error
+// statistics are those of the dequantized reference codes, summed as row_error() sums them.
+TEST_P(FpxCodec, FusedPackingEqualsPackedReferenceCodes) {
+  const FpxFormat f = GetParam().format;
+  const int64_t rows = 24;
+  for (int64_t cols : {int64_t{520}, int64_t{524}}) {
+    if (cols % fpx_block_codes(f) != 0) continue;
+    const std::vector<float> w = quant_test::hard_matrix(rows, cols, 31);
+    const std::vector<uint16_t> w16 = quant_test::to_bf16(w);
+    std::vector<uint16_t> h16(w.size());
+    for (size_t i = 0; i < w.size(); ++i) h16[i] = f32_to_f16(w[i]);
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      const void* data = dtype == DType::kF32 ? static_cast<const void*>(w.data())
+                                              : (dtype == DType::kBF16 ? w16.data() : h16.data());
+      FloatRows m(dtype, data, rows, cols);
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + " cols " + std::to_string(cols));
+      std::vector<uint8_t> ref(static_cast<size_t>(rows * cols));
+      std::vector<float> ref_scales(static_cast<size_t>(rows));
+      fpx_quantize_rows_reference(m, f, 0, rows, ref.data(), ref_scales.data());
+      const int64_t row_bytes = fpx_packed_row_bytes(cols, f);
+      std::vector<uint8_t> ref_packed(static_cast<size_t>(rows * row_bytes));
+      ErrorStats expected;
+      std::vector<float> x(static_cast<size_t>(cols)), deq(x.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        fpx_pack_row(ref.data() + r * cols, cols, f, ref_packed.data() + r * row_bytes);
+        m.read_row(r, x.data());
+        const float stored = fpx_stored_scale(ref_scales[static_cast<size_t>(r)], dtype);
+        for (int64_t c = 0; c < cols; ++c)
+          deq[static_cast<size_t>(c)] = fpx_code_value(ref[static_cast<size_t>(r * cols + c)], f) * stored;
+        expected.merge(row_error(x.data(), deq.data(), cols));
+      }
+      quant_test::for_each_isa([&] {
+        std::vector<uint8_t> packed(ref_packed.size(), 0xAB);
+        std::vector<float> scales(static_cast<size_t>(rows));
+        const ErrorStats stats = fpx_quantize_pack_rows(m, f, 0, rows, dtype, packed.data(), scales.data());
+        EXPECT_EQ(packed, ref_packed);
+        EXPECT_EQ(scales, ref_scales);
+        EXPECT_EQ(stats.count, expected.count);
+        EXPECT_EQ(stats.sum_abs_error, expected.sum_abs_error);
+        EXPECT_EQ(stats.sum_squared_error, expected.sum_squared_error);
+        EXPECT_EQ(stats.sum_squared_reference, expected.sum_squared_reference);
+        EXPECT_EQ(stats.max_abs_error, expected.max_abs_error);
+        std::vector<uint8_t> codes(ref.size());
+        const ErrorStats unpacked_stats = fpx_quantize_rows(m, f, 0, rows, dtype, codes.data(), scales.data());
+        EXPECT_EQ(codes, ref);
+        EXPECT_EQ(unpacked_stats.sum_squared_error, expected.sum_squared_error);
+      });
+    }
+  }
+}
+
 TEST_P(FpxCodec, PortablePackingLayoutAndRoundTrip) {
   const FpxFormat f = GetParam().format;
   const int bits = fpx_bits(f);

@@ -245,6 +245,40 @@ TEST(HqqCodec, FastPathEqualsReferenceBitForBit) {
   }
 }
 
+// The fused encode-and-pack path (what `quantize` runs for the portable layout) against the reference's codes packed
+// by int4_pack_row, on F32 and BF16 rows; its error statistics are those of the dequantized reference codes.
+TEST(HqqCodec, FusedPackingEqualsPackedReferenceCodes) {
+  const int64_t rows = 12, cols = 512;
+  const std::vector<float> w = quant_test::hard_matrix(rows, cols, 41);
+  const std::vector<uint16_t> w16 = quant_test::to_bf16(w);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    FloatRows m(dtype, dtype == DType::kF32 ? static_cast<const void*>(w.data()) : w16.data(), rows, cols);
+    const HqqFit ref = hqq_fit_reference(m, HqqOptions{});
+    std::vector<uint8_t> codes(static_cast<size_t>(rows * cols)), ref_packed(static_cast<size_t>(rows * cols / 2));
+    hqq_encode_rows_reference(m, ref, 0, rows, codes.data());
+    ErrorStats expected;
+    std::vector<float> x(static_cast<size_t>(cols)), deq(x.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      int4_pack_row(codes.data() + r * cols, cols, ref_packed.data() + r * cols / 2);
+      m.read_row(r, x.data());
+      for (int64_t c = 0; c < cols; ++c) {
+        const size_t g = static_cast<size_t>(r * (cols / ref.group_size) + c / ref.group_size);
+        deq[static_cast<size_t>(c)] = hqq_decode(codes[static_cast<size_t>(r * cols + c)], ref.scale[g], ref.zero[g]);
+      }
+      expected.merge(row_error(x.data(), deq.data(), cols));
+    }
+    quant_test::for_each_isa([&] {
+      std::vector<uint8_t> packed(ref_packed.size(), 0xAB);
+      const ErrorStats stats = hqq_encode_pack_rows(m, ref, 0, rows, packed.data());
+      EXPECT_EQ(packed, ref_packed) << dtype_name(dtype);
+      EXPECT_EQ(stats.sum_abs_error, expected.sum_abs_error);
+      EXPECT_EQ(stats.sum_squared_error, expected.sum_squared_error);
+      EXPECT_EQ(stats.sum_squared_reference, expected.sum_squared_reference);
+      EXPECT_EQ(stats.max_abs_error, expected.max_abs_error);
+    });
+  }
+}
+
 // Groups whose rounding residues |d| straddle the solver's shrink threshold (|d| ≈ β^(−1/1.3) ≈ 0.17): values
 // spread over [−3, 3] make a quantization step of ≈ 0.4, so |d| covers [0, 0.2] densely. The fast path evaluates the
 // power only for vectors that may shrink; the reference always does; they must still agree bit for bit.
