@@ -10,6 +10,7 @@
 //
 // Error bounds are written relative to Σ|x·w| (or the analogous sum of magnitudes): a rounding-error bound for a
 // sum holds relative to that, not to the result, which can cancel to anything.
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector_exp.h's 64-byte vectors, used inline only
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -36,6 +37,7 @@
 #include "formats/float_convert.h"
 #include "tests/support/test_support.h"
 #include "verify/kernels.h"
+#include "verify/vector_exp.h"
 
 namespace hx {
 
@@ -1146,6 +1148,88 @@ TEST(VerifyKernelsAttention, SlidingWindowSeesExactlyTheLastWPositions) {
       causal_attention(AttentionParams{3, 2, 1, 1.0f, 0, DType::kF32}, q.data(), 1, k.data(), v.data(), 1, out.data()),
       UsageError)
       << "q heads must be a multiple of kv heads";
+}
+
+
+// Attention's prefill blocks (16 queries in vector lanes) and decode (one query) must compute each query alike, and
+// the portable and AVX-512 kernels the same chains: a query's output may depend on nothing but its own inputs.
+TEST(VerifyKernelsAttention, QueryOutputDoesNotDependOnTheBlockOrTheKernelFamily) {
+  const struct {
+    AttentionParams params;
+    int64_t tokens, past;
+  } cases[] = {
+      {{8, 2, 64, 0.125f, 0, DType::kF32}, 37, 5},     // Llama-like GQA, full causal, 3 blocks
+      {{4, 1, 40, 1.0f, 11, DType::kF32}, 29, 20},     // window, head_dim not a multiple of 16
+      {{4, 2, 256, 1.0f, 0, DType::kBF16}, 18, 3},     // Gemma-sized heads, bf16 roundings
+  };
+  for (const auto& c : cases) {
+    const AttentionParams& p = c.params;
+    const int64_t cache = c.past + c.tokens, width = p.q_heads * p.head_dim;
+    const auto q = normal_floats(static_cast<size_t>(c.tokens * width), 90, 0.5f);
+    const auto k = normal_floats(static_cast<size_t>(cache * p.kv_heads * p.head_dim), 91, 0.5f);
+    const auto v = normal_floats(static_cast<size_t>(cache * p.kv_heads * p.head_dim), 92);
+    std::vector<std::vector<float>> results;
+    for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx512}) {
+      if (!cpu_supports(isa)) continue;
+      KernelScope scope(isa, 2);
+      std::vector<float> whole(q.size(), NAN), stepwise(q.size(), NAN);
+      causal_attention(p, q.data(), c.tokens, k.data(), v.data(), cache, whole.data());
+      for (int64_t t = 0; t < c.tokens; ++t) {  // decode: one query over the cache up to its own position
+        causal_attention(p, q.data() + t * width, 1, k.data(), v.data(), c.past + t + 1, stepwise.data() + t * width);
+      }
+      EXPECT_TRUE(same_bits(whole, stepwise)) << cpu_isa_name(isa) << " head_dim " << p.head_dim;
+      results.push_back(whole);
+    }
+    if (results.size() == 2) {
+      EXPECT_TRUE(same_bits(results[0], results[1])) << "generic vs avx512, head_dim " << p.head_dim;
+    }
+  }
+}
+
+// vector_exp.h against the correctly rounded exp (double exp, rounded once to f32).
+constexpr int64_t kVectorExpMaxUlps = 2;  // the header's stated accuracy (measured 1 ulp; 2 leaves room for no-FMA)
+
+TEST(VerifyKernelsVectorExp, WithinTwoUlpsAndSpecialValuesAsExpf) {
+  int64_t worst = 0;
+  float worst_x = 0.0f;
+  const int64_t steps = 1 << 20;
+  for (int64_t i = 0; i <= steps; i += vexp::kLanes) {
+    vexp::F32x16 x;
+    for (int l = 0; l < vexp::kLanes; ++l) {
+      x[l] = -104.0f + 192.72f * static_cast<float>(std::min(i + l, steps)) / static_cast<float>(steps);
+    }
+    const vexp::F32x16 y = vexp::exp16(x);
+    for (int l = 0; l < vexp::kLanes; ++l) {
+      const float expected = static_cast<float>(std::exp(static_cast<double>(x[l])));
+      const int64_t ulps = ulp_distance(y[l], expected);
+      if (ulps > worst) {
+        worst = ulps;
+        worst_x = x[l];
+      }
+      ASSERT_EQ(std::bit_cast<uint32_t>(vexp::exp_scalar(x[l])), std::bit_cast<uint32_t>(y[l])) << "lane " << l;
+    }
+  }
+  std::printf("  vector exp: worst %lld ulps at x = %.9g\n", static_cast<long long>(worst), worst_x);
+  EXPECT_LE(worst, kVectorExpMaxUlps) << "at x = " << worst_x;
+  EXPECT_EQ(vexp::exp_scalar(0.0f), 1.0f);
+  EXPECT_EQ(vexp::exp_scalar(-INFINITY), 0.0f);
+  EXPECT_EQ(vexp::exp_scalar(-200.0f), 0.0f);
+  EXPECT_EQ(vexp::exp_scalar(INFINITY), INFINITY);
+  EXPECT_EQ(vexp::exp_scalar(89.0f), INFINITY);
+  EXPECT_TRUE(std::isnan(vexp::exp_scalar(NAN)));
+  EXPECT_GT(vexp::exp_scalar(-100.0f), 0.0f) << "subnormal results are kept, not flushed";
+}
+
+// glu's 16-lane SiLU path must give exactly silu(gate) · up, value by value (tails included).
+TEST(VerifyKernelsVectorExp, GluSiluEqualsTheScalarComposition) {
+  const int64_t n = 1000;  // not a multiple of 16
+  const auto gate = normal_floats(static_cast<size_t>(n), 93, 6.0f);
+  const auto up = normal_floats(static_cast<size_t>(n), 94);
+  std::vector<float> out(static_cast<size_t>(n));
+  glu(GluActivation::kSilu, gate.data(), up.data(), out.data(), n);
+  for (size_t i = 0; i < out.size(); ++i) {
+    ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(silu(gate[i]) * up[i])) << "at " << i;
+  }
 }
 
 }  // namespace

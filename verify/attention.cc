@@ -1,42 +1,67 @@
 // Causal (optionally sliding-window) softmax attention with GQA over a KV cache.
 //
-// One work item = one query head × a block of kQueryBlock queries; each output is computed by exactly one work item
-// in a fixed order (dot products in 16 interleaved lanes reduced by a fixed tree, softmax sums and P·V over keys in
-// increasing position), so results do not depend on the thread count.
+// One work item = one query head × a block of up to kQueryLanes consecutive queries: the block's scores against all
+// the keys any of its queries sees come from one small matrix product (queries in vector lanes, attention_internal.h),
+// then a softmax per query, then a second product with the values. Prefill thus runs as batched products instead of
+// one dot product per (query, key), and decode (a block of one query) goes through the same code.
+// Every output is computed by exactly one work item in a fixed order (scores as one chain over the head dimension,
+// softmax sums and P·V over keys in increasing position), so results depend neither on the thread count, nor on how
+// many queries a call holds, nor on the kernel family (portable and AVX-512 kernels compute the same chains).
+#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors live only inside always-inlined helpers (vector_exp.h)
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "formats/cpu_isa.h"
 #include "formats/errors.h"
 #include "formats/parallel.h"
+#include "verify/attention_internal.h"
+#include "verify/gemm_internal.h"
 #include "verify/kernels.h"
+#include "verify/vector_exp.h"
 
 namespace hx {
 namespace {
 
-constexpr int64_t kQueryBlock = 16;
-constexpr int kLanes = 16;
+using attention::kQueryLanes;
 
-// Σ a[i]·b[i] in kLanes interleaved partial sums (i mod kLanes), then a pairwise tree: a fixed order that the
-// compiler can still vectorise.
-float dot(const float* a, const float* b, int64_t n) {
-  float lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float product = a[i + l] * b[i + l];
-      lanes[l] = lanes[l] + product;
+// ---- portable kernels (the reference of attention_avx512.cc) ------------------------------------------------------
+
+void portable_scores(const float* qt, const float* k, int64_t k_stride, int64_t keys, int64_t d, float* s) {
+  for (int64_t j = 0; j < keys; ++j) {
+    const float* key = k + j * k_stride;
+    for (int lane = 0; lane < kQueryLanes; ++lane) {
+      float sum = 0.0f;
+      for (int64_t i = 0; i < d; ++i) {
+        const float product = qt[i * kQueryLanes + lane] * key[i];
+        sum = sum + product;
+      }
+      s[j * kQueryLanes + lane] = sum;
     }
   }
-  for (int l = 0; i < n; ++i, ++l) {
-    const float product = a[i] * b[i];
-    lanes[l] = lanes[l] + product;
+}
+
+void portable_values(const float* p, int rows, const int64_t* begin, const int64_t* end, const float* v,
+                     int64_t v_stride, int64_t d, float* out, int64_t out_stride) {
+  for (int lane = 0; lane < rows; ++lane) {
+    float* o = out + lane * out_stride;
+    std::fill_n(o, d, 0.0f);
+    for (int64_t j = begin[lane]; j < end[lane]; ++j) {
+      const float weight = p[j * kQueryLanes + lane];
+      const float* value = v + j * v_stride;
+      for (int64_t i = 0; i < d; ++i) {
+        const float product = weight * value[i];
+        o[i] = o[i] + product;
+      }
+    }
   }
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) lanes[l] = lanes[l] + lanes[l + width];
-  }
-  return lanes[0];
+}
+
+const attention::KernelSet& choose_kernels() {
+  static const attention::KernelSet portable{portable_scores, portable_values};
+  return active_cpu_isa() == CpuIsa::kAvx512 ? attention::avx512_kernels() : portable;
 }
 
 void check_params(const AttentionParams& p, int64_t tokens, int64_t cache_len) {
@@ -52,6 +77,70 @@ void check_params(const AttentionParams& p, int64_t tokens, int64_t cache_len) {
   }
 }
 
+// Scores → probabilities in place for the block's queries (lanes), query `lane` over its keys [begin, end):
+//   s = round(round(raw) · scale); p = round(exp(s - max) / Σ exp(s - max)), the sum in increasing key order.
+// With f32 activations all 16 lanes go at once (a lane outside its keys keeps its max and adds nothing), else lane
+// by lane with the roundings; both use vector_exp.h's exp, so a lane's bits never depend on its neighbours.
+void softmax_block(float* s, int rows, const int64_t* begin, const int64_t* end, float scale, DType act) {
+  using vexp::F32x16;
+  using vexp::I32x16;
+  if (act == DType::kF32) {
+    I32x16 lane_begin{}, lane_end{};  // lanes ≥ rows: an empty range
+    int64_t j_begin = begin[0], j_end = end[0];
+    for (int lane = 0; lane < rows; ++lane) {
+      lane_begin[lane] = static_cast<int32_t>(begin[lane]);
+      lane_end[lane] = static_cast<int32_t>(end[lane]);
+      j_begin = std::min(j_begin, begin[lane]);
+      j_end = std::max(j_end, end[lane]);
+    }
+    const auto in_range = [&](int64_t j) {
+      const I32x16 key = I32x16{} + static_cast<int32_t>(j);
+      return (key >= lane_begin) & (key < lane_end);
+    };
+    F32x16 max_score = vexp::splat(-INFINITY);
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      F32x16 value;
+      std::memcpy(&value, s + j * kQueryLanes, sizeof value);
+      value = value * scale;
+      std::memcpy(s + j * kQueryLanes, &value, sizeof value);
+      max_score = vexp::select(in_range(j) & (max_score < value), value, max_score);  // std::max(max, value)
+    }
+    F32x16 sum{};
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      F32x16 value;
+      std::memcpy(&value, s + j * kQueryLanes, sizeof value);
+      value = vexp::exp16(value - max_score);
+      std::memcpy(s + j * kQueryLanes, &value, sizeof value);
+      sum = sum + vexp::select(in_range(j), value, F32x16{});
+    }
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      F32x16 value;
+      std::memcpy(&value, s + j * kQueryLanes, sizeof value);
+      value = value / sum;
+      std::memcpy(s + j * kQueryLanes, &value, sizeof value);
+    }
+    return;
+  }
+  for (int lane = 0; lane < rows; ++lane) {
+    float max_score = -INFINITY;
+    for (int64_t j = begin[lane]; j < end[lane]; ++j) {
+      float& value = s[j * kQueryLanes + lane];
+      value = round_to_activation(round_to_activation(value, act) * scale, act);
+      max_score = std::max(max_score, value);
+    }
+    float sum = 0.0f;
+    for (int64_t j = begin[lane]; j < end[lane]; ++j) {
+      float& value = s[j * kQueryLanes + lane];
+      value = vexp::exp_scalar(value - max_score);
+      sum = sum + value;
+    }
+    for (int64_t j = begin[lane]; j < end[lane]; ++j) {
+      float& value = s[j * kQueryLanes + lane];
+      value = round_to_activation(value / sum, act);
+    }
+  }
+}
+
 }  // namespace
 
 void causal_attention(const AttentionParams& p, const float* q, int64_t tokens, const float* k, const float* v,
@@ -61,44 +150,42 @@ void causal_attention(const AttentionParams& p, const float* q, int64_t tokens, 
   const int64_t group = p.q_heads / p.kv_heads;
   const int64_t past = cache_len - tokens;
   const int64_t q_stride = p.q_heads * d, kv_stride = p.kv_heads * d;
-  const int64_t blocks = (tokens + kQueryBlock - 1) / kQueryBlock;
+  const int64_t blocks = (tokens + kQueryLanes - 1) / kQueryLanes;
   const DType act = p.activation;
+  const attention::KernelSet& kernels = choose_kernels();
+  // The first cache position query t sees.
+  const auto first_key = [&](int64_t t) {
+    return p.sliding_window > 0 ? std::max<int64_t>(0, past + t - p.sliding_window + 1) : int64_t{0};
+  };
 
   parallel_for(0, p.q_heads * blocks, 1, [&](int64_t item) {
     const int64_t head = item / blocks, kv_head = head / group;
-    const int64_t t_end = std::min(tokens, (item % blocks + 1) * kQueryBlock);
-    thread_local std::vector<float> probs;
-    thread_local std::vector<float> accumulator;
-    probs.resize(static_cast<size_t>(cache_len));
-    accumulator.resize(static_cast<size_t>(d));
-    for (int64_t t = (item % blocks) * kQueryBlock; t < t_end; ++t) {
-      const int64_t position = past + t;
-      const int64_t first = p.sliding_window > 0 ? std::max<int64_t>(0, position - p.sliding_window + 1) : 0;
-      const float* query = q + t * q_stride + head * d;
-      float max_score = -INFINITY;
-      for (int64_t j = first; j <= position; ++j) {
-        const float raw = round_to_activation(dot(query, k + j * kv_stride + kv_head * d, d), act);
-        const float score = round_to_activation(raw * p.scale, act);
-        probs[static_cast<size_t>(j)] = score;
-        max_score = std::max(max_score, score);
+    const int64_t t0 = (item % blocks) * kQueryLanes;
+    const int rows = static_cast<int>(std::min<int64_t>(kQueryLanes, tokens - t0));
+    const int64_t key0 = first_key(t0), keys = past + t0 + rows - key0;  // the block's keys: [key0, key0 + keys)
+
+    thread_local gemm::ScratchBuffer qt_buffer, score_buffer;
+    auto* qt = static_cast<float*>(qt_buffer.get(static_cast<size_t>(d * kQueryLanes) * sizeof(float)));
+    auto* s = static_cast<float*>(score_buffer.get(static_cast<size_t>(keys * kQueryLanes) * sizeof(float)));
+    for (int64_t i = 0; i < d; ++i) {
+      for (int lane = 0; lane < kQueryLanes; ++lane) {
+        qt[i * kQueryLanes + lane] = lane < rows ? q[(t0 + lane) * q_stride + head * d + i] : 0.0f;
       }
-      float sum = 0.0f;
-      for (int64_t j = first; j <= position; ++j) {
-        const float e = std::exp(probs[static_cast<size_t>(j)] - max_score);
-        probs[static_cast<size_t>(j)] = e;
-        sum = sum + e;
+    }
+    kernels.scores(qt, k + key0 * kv_stride + kv_head * d, kv_stride, keys, d, s);
+
+    int64_t begin[kQueryLanes], end[kQueryLanes];  // per query, relative to key0
+    for (int lane = 0; lane < rows; ++lane) {
+      begin[lane] = first_key(t0 + lane) - key0;
+      end[lane] = past + t0 + lane + 1 - key0;
+    }
+    softmax_block(s, rows, begin, end, p.scale, act);
+    float* o = out + t0 * q_stride + head * d;
+    kernels.values(s, rows, begin, end, v + key0 * kv_stride + kv_head * d, kv_stride, d, o, q_stride);
+    if (act != DType::kF32) {
+      for (int lane = 0; lane < rows; ++lane) {
+        for (int64_t i = 0; i < d; ++i) o[lane * q_stride + i] = round_to_activation(o[lane * q_stride + i], act);
       }
-      std::fill(accumulator.begin(), accumulator.end(), 0.0f);
-      for (int64_t j = first; j <= position; ++j) {
-        const float weight = round_to_activation(probs[static_cast<size_t>(j)] / sum, act);
-        const float* value = v + j * kv_stride + kv_head * d;
-        for (int64_t i = 0; i < d; ++i) {
-          const float product = weight * value[i];
-          accumulator[static_cast<size_t>(i)] = accumulator[static_cast<size_t>(i)] + product;
-        }
-      }
-      float* o = out + t * q_stride + head * d;
-      for (int64_t i = 0; i < d; ++i) o[i] = round_to_activation(accumulator[static_cast<size_t>(i)], act);
     }
   });
 }

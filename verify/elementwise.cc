@@ -1,13 +1,19 @@
 // Element-wise and row-wise ops: rounding to the activation dtype, RMSNorm (Gemma and Llama styles), activations,
 // GLU combine, softcap, RoPE. Portable C++ in a fixed order; PyTorch's f32 formulas are copied where they decide
 // the last bit (1/sqrt for pow(·,-0.5) and rsqrt, x / (1 + exp(-x)) for SiLU, the tanh-GELU polynomial).
+// With f32 activations (the forward pass's case) the hot loops have no per-element rounding calls, so the compiler
+// vectorises them, and SiLU takes its exponentials 16 at a time (vector_exp.h, the same bits as one at a time).
+#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors live only inside always-inlined helpers (vector_exp.h)
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "formats/errors.h"
 #include "formats/float_convert.h"
 #include "formats/parallel.h"
 #include "verify/kernels.h"
+#include "verify/vector_exp.h"
 
 namespace hx {
 namespace {
@@ -52,10 +58,27 @@ void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const RmsNorm
   parallel_for(0, rows, kRowGrain, [&](int64_t r) {
     const float* in = x + r * dim;
     float* out = y + r * dim;
-    double sum_squares = 0.0;  // squares of f32 values are exact in double; the sum is all but exact
-    for (int64_t i = 0; i < dim; ++i) sum_squares += static_cast<double>(in[i]) * in[i];
+    // Squares of f32 values are exact in double; the sum is all but exact. kSumLanes interleaved partial sums
+    // (i mod kSumLanes, added in lane order) break the chain of dependent adds.
+    constexpr int kSumLanes = 8;
+    double lanes[kSumLanes] = {};
+    int64_t i0 = 0;
+    for (; i0 + kSumLanes <= dim; i0 += kSumLanes) {
+      for (int l = 0; l < kSumLanes; ++l) lanes[l] += static_cast<double>(in[i0 + l]) * in[i0 + l];
+    }
+    for (int l = 0; i0 < dim; ++i0, ++l) lanes[l] += static_cast<double>(in[i0]) * in[i0];
+    double sum_squares = 0.0;
+    for (int l = 0; l < kSumLanes; ++l) sum_squares += lanes[l];
     const float mean = static_cast<float>(sum_squares / static_cast<double>(dim));
     const float inverse_rms = 1.0f / std::sqrt(mean + params.eps);
+    if (act == DType::kF32) {  // no roundings: both styles are normalized · weight (× commutes exactly)
+      if (params.weight) {
+        for (int64_t i = 0; i < dim; ++i) out[i] = (in[i] * inverse_rms) * params.weight[i];
+      } else {
+        for (int64_t i = 0; i < dim; ++i) out[i] = in[i] * inverse_rms;
+      }
+      return;
+    }
     for (int64_t i = 0; i < dim; ++i) {
       const float normalized = in[i] * inverse_rms;
       if (params.style == RmsNormStyle::kGemma) {
@@ -78,7 +101,7 @@ float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + std::tanh(inner));
 }
 
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
+float silu(float x) { return x / (1.0f + vexp::exp_scalar(-x)); }
 
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
@@ -94,6 +117,18 @@ void softcap(std::span<float> x, float cap, DType activation) {
 
 void glu(GluActivation act, const float* gate, const float* up, float* out, int64_t n, DType activation) {
   check_activation(activation);
+  if (act == GluActivation::kSilu && activation == DType::kF32) {  // silu() 16 lanes at a time, same bits
+    for (int64_t i0 = 0; i0 < n; i0 += vexp::kLanes) {
+      const int64_t count = std::min<int64_t>(vexp::kLanes, n - i0);
+      vexp::F32x16 g{}, u{};
+      std::memcpy(&g, gate + i0, static_cast<size_t>(count) * sizeof(float));
+      std::memcpy(&u, up + i0, static_cast<size_t>(count) * sizeof(float));
+      const vexp::F32x16 activated = g / (1.0f + vexp::exp16(-g));
+      const vexp::F32x16 product = activated * u;
+      std::memcpy(out + i0, &product, static_cast<size_t>(count) * sizeof(float));
+    }
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const float activated = act == GluActivation::kSilu ? silu(gate[i]) : gelu_tanh(gate[i]);
     out[i] = round_to_activation(round_to_activation(activated, activation) * up[i], activation);
@@ -156,6 +191,20 @@ void apply_rope(float* x, int64_t tokens, int64_t heads, const RopeTable& table,
                      " positions for " + std::to_string(tokens) + " tokens");
   }
   const auto round = [activation](float v) { return round_to_activation(v, activation); };
+  if (activation == DType::kF32) {  // the same sums without the (identity) roundings, so that they vectorise
+    parallel_for(0, tokens * heads, kRowGrain, [&](int64_t row) {
+      const int64_t t = row / heads;
+      float* head = x + row * d;
+      const float* cos = table.cos.data() + t * d;
+      const float* sin = table.sin.data() + t * d;
+      for (int64_t i = 0; i < half; ++i) {
+        const float x1 = head[i], x2 = head[i + half];
+        head[i] = x1 * cos[i] + -x2 * sin[i];
+        head[i + half] = x2 * cos[i + half] + x1 * sin[i + half];
+      }
+    });
+    return;
+  }
   parallel_for(0, tokens * heads, kRowGrain, [&](int64_t row) {
     const int64_t t = row / heads;
     float* head = x + row * d;
