@@ -283,13 +283,23 @@ TEST_P(CudaLongSequence, TiledPrefillAndSplitDecodeMatchTheCpu) {
   decoded.tokens = static_cast<int64_t>(kTokens);
   expect_parity(want, decoded, ComputeMode::kF32, "264-token prefill + 56 decode steps");
 
-  // kBF16: the prefill takes the tensor-core attention (attention_tc.cu) where the head size allows.
+  // kBF16: the prefill takes the tensor-core attention (attention_tc.cu) where the head size allows. Over 320
+  // positions bf16 noise flips the odd clear winner of Gemma's random tiny model (measured: 1 of 309, with either
+  // attention kernel), so the gates here are CudaParity's kBF16 accuracy gates — mean KL, and the GPU's bf16 run as
+  // close to the f32 reference as the CPU's own — not top-1.
   ForwardOptions bf16;
   bf16.compute = ComputeMode::kBF16;
-  ForwardState cpu_bf16 = cpu.new_state();
-  CudaState gpu_bf16 = gpu.new_state();
-  expect_parity(cpu.forward(tokens, cpu_bf16, bf16), gpu.forward(tokens, gpu_bf16, bf16), ComputeMode::kBF16,
-                "320-token bf16 prefill");
+  ForwardState cpu_bf16_state = cpu.new_state();
+  CudaState gpu_bf16_state = gpu.new_state();
+  const ForwardResult cpu_bf16 = cpu.forward(tokens, cpu_bf16_state, bf16);
+  const ForwardResult gpu_bf16 = gpu.forward(tokens, gpu_bf16_state, bf16);
+  const double kl = mean_kl(cpu_bf16.logits, gpu_bf16.logits, cpu_bf16.vocab_size);
+  const double cpu_error = mean_kl(want.logits, cpu_bf16.logits, want.vocab_size);
+  const double gpu_error = mean_kl(want.logits, gpu_bf16.logits, want.vocab_size);
+  std::printf("  320-token bf16 prefill: GPU vs CPU mean KL %.3g; from the f32 reference: CPU %.3g, GPU %.3g\n", kl,
+              cpu_error, gpu_error);
+  EXPECT_LE(kl, kBf16MaxMeanKl);
+  EXPECT_LE(gpu_error, kBf16AccuracyFactor * cpu_error) << "CPU bf16 " << cpu_error << ", GPU bf16 " << gpu_error;
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryArchitecture, CudaLongSequence,

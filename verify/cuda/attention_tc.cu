@@ -1,10 +1,13 @@
 // Prefill attention on the tensor cores, flash-attention-2 style: causal, sliding window, GQA.
 //
-// One block per (tile of 64 queries, q head), 4 warps of 16 queries each. The warp's queries live in registers as
-// mma A fragments; K and V come in tiles of 64 keys through shared memory (V transposed, so each B fragment is one
-// 32-bit load), shared by the 4 warps. Scores S = Q·Kᵀ and the output O += P·V are bf16 mma.sync m16n8k16 products
-// with f32 accumulators; the online softmax (running max and sum per query row) stays in registers, and P goes from
-// the S accumulators to A fragments without leaving them.
+// A first pass splits the cache's K and V once per call into bf16 hi/lo planes, per kv head, V transposed
+// ([kv_head][d][position]), so that the main kernel's tiles are contiguous rows it copies with cp.async, double
+// buffered (the next tile loads while this one is multiplied), instead of converting f32 rows once per q head.
+// Main kernel: one block per (tile of 64 queries, q head), 4 warps of 16 queries each. The warp's queries live in
+// registers as mma A fragments; K and V come in tiles of 64 keys through shared memory (V transposed, so each B
+// fragment is one 32-bit load), shared by the 4 warps. Scores S = Q·Kᵀ and the output O += P·V are bf16 mma.sync
+// m16n8k16 products with f32 accumulators; the online softmax (running max and sum per query row) stays in
+// registers, and P goes from the S accumulators to A fragments without leaving them.
 //
 // Accuracy: the CPU reference computes attention in f32 in both compute modes, so every operand is split into
 // hi = bf16(x) and lo = bf16(x − hi) and each product is taken as hi·hi + hi·lo + lo·hi (the "bf16×3" scheme):
@@ -16,8 +19,11 @@
 // wgmma/TMA (mma.sync is portable to sm_80 and already makes attention a small part of prefill).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "verify/cuda/cuda_kernels.h"
 
@@ -56,26 +62,70 @@ __device__ __forceinline__ void mma3(float (&c)[4], const uint32_t (&a_hi)[4], c
   mma(c, a_lo, bh0, bh1);
 }
 
+__device__ __forceinline__ void copy_async_16(void* shared_dst, const void* global_src) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
+}
+__device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void copy_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// The planes of one call: positions [0, padded) of each kv head, zero past cache_len (whole tiles, no bounds checks).
+struct SplitKv {
+  __nv_bfloat16 *k_hi, *k_lo;  // [kv_heads][padded][D]
+  __nv_bfloat16 *v_hi, *v_lo;  // [kv_heads][D][padded]
+  int64_t padded;
+};
+
+// One thread per pair of (position, dim) values of one kv head.
+__global__ void split_kv_kernel(const float* k, const float* v, int64_t cache_len, int64_t kv_heads, int64_t d,
+                                SplitKv out) {
+  const int64_t pairs = kv_heads * out.padded * d / 2;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < pairs; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = 2 * (e % (d / 2)), pos = (e / (d / 2)) % out.padded, h = e / (d / 2) / out.padded;
+    float2 kx = make_float2(0.0f, 0.0f), vx = kx;
+    if (pos < cache_len) {
+      kx = *reinterpret_cast<const float2*>(k + (pos * kv_heads + h) * d + i);
+      vx = *reinterpret_cast<const float2*>(v + (pos * kv_heads + h) * d + i);
+    }
+    uint32_t hi, lo;
+    split_pair(kx.x, kx.y, hi, lo);
+    const int64_t at = (h * out.padded + pos) * d + i;
+    *reinterpret_cast<uint32_t*>(out.k_hi + at) = hi;
+    *reinterpret_cast<uint32_t*>(out.k_lo + at) = lo;
+    split_pair(vx.x, vx.y, hi, lo);
+    const int64_t vt = (h * d + i) * out.padded + pos;
+    out.v_hi[vt] = __ushort_as_bfloat16(static_cast<unsigned short>(hi & 0xffffu));
+    out.v_hi[vt + out.padded] = __ushort_as_bfloat16(static_cast<unsigned short>(hi >> 16));
+    out.v_lo[vt] = __ushort_as_bfloat16(static_cast<unsigned short>(lo & 0xffffu));
+    out.v_lo[vt + out.padded] = __ushort_as_bfloat16(static_cast<unsigned short>(lo >> 16));
+  }
+}
+
 // Fragment coordinates (PTX ISA, mma.m16n8k16): lane = 4·g + j. A: rows g and g+8, k pairs 2j and 2j+8.
 // B: k pairs 2j and 2j+8, column g. C: rows g and g+8, columns 2j and 2j+1.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
-    attention_tc_kernel(AttentionShape shape, const float* q, int64_t tokens, const float* k, const float* v,
-                        int64_t cache_len, float* out) {
+    attention_tc_kernel(AttentionShape shape, const float* q, int64_t tokens, SplitKv kv, int64_t cache_len,
+                        float* out) {
   static_assert(D % 16 == 0 && D <= 128, "head_dim: a multiple of 16, at most 128");
   constexpr int kChunks = D / 16;  // k chunks of Q·Kᵀ
   constexpr int kDimTiles = D / 8;  // n tiles of P·V
   constexpr int kKeyTiles = kTileK / 8;
   constexpr int kRowK = D + kPad, kRowV = kTileK + kPad;
-  extern __shared__ __nv_bfloat16 shared[];
-  __nv_bfloat16* k_hi = shared;               // [kTileK][kRowK]
-  __nv_bfloat16* k_lo = k_hi + kTileK * kRowK;
-  __nv_bfloat16* v_hi = k_lo + kTileK * kRowK;  // transposed: [D][kRowV]
-  __nv_bfloat16* v_lo = v_hi + D * kRowV;
+  constexpr int kStage = 2 * (kTileK * kRowK + D * kRowV);  // bf16 per pipeline stage
+  extern __shared__ __align__(16) __nv_bfloat16 shared[];
+  // Stage b: k_hi [kTileK][kRowK], k_lo, then v_hi transposed [D][kRowV], v_lo.
+  const auto k_hi_of = [&](int b) { return shared + b * kStage; };
+  const auto k_lo_of = [&](int b) { return shared + b * kStage + kTileK * kRowK; };
+  const auto v_hi_of = [&](int b) { return shared + b * kStage + 2 * kTileK * kRowK; };
+  const auto v_lo_of = [&](int b) { return shared + b * kStage + 2 * kTileK * kRowK + D * kRowV; };
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, j = lane % 4;
   const int64_t head = blockIdx.y, kv_head = head / (shape.q_heads / shape.kv_heads);
-  const int64_t q_stride = shape.q_heads * D, kv_stride = shape.kv_heads * D;
+  const int64_t q_stride = shape.q_heads * D;
   const int64_t past = cache_len - tokens, t0 = int64_t(blockIdx.x) * kTileQ;
   const int64_t window = shape.sliding_window;
 
@@ -107,27 +157,39 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t last_t = min(tokens, t0 + kTileQ) - 1;
   const int64_t block_last = past + last_t;
   const int64_t block_first = window > 0 ? max(int64_t(0), past + t0 - window + 1) : 0;
-  for (int64_t start = block_first; start <= block_last; start += kTileK) {
-    __syncthreads();  // the previous tile is consumed
-    for (int e = threadIdx.x; e < kTileK * D / 2; e += kThreads) {
-      const int key = e / (D / 2), i = 2 * (e % (D / 2));
-      const int64_t pos = start + key;
-      float2 kx = make_float2(0.0f, 0.0f), vx = kx;
-      if (pos <= block_last) {
-        kx = *reinterpret_cast<const float2*>(k + pos * kv_stride + kv_head * D + i);
-        vx = *reinterpret_cast<const float2*>(v + pos * kv_stride + kv_head * D + i);
-      }
-      uint32_t hi, lo;
-      split_pair(kx.x, kx.y, hi, lo);
-      *reinterpret_cast<uint32_t*>(k_hi + key * kRowK + i) = hi;
-      *reinterpret_cast<uint32_t*>(k_lo + key * kRowK + i) = lo;
-      split_pair(vx.x, vx.y, hi, lo);
-      v_hi[i * kRowV + key] = __ushort_as_bfloat16(static_cast<unsigned short>(hi & 0xffffu));
-      v_hi[(i + 1) * kRowV + key] = __ushort_as_bfloat16(static_cast<unsigned short>(hi >> 16));
-      v_lo[i * kRowV + key] = __ushort_as_bfloat16(static_cast<unsigned short>(lo & 0xffffu));
-      v_lo[(i + 1) * kRowV + key] = __ushort_as_bfloat16(static_cast<unsigned short>(lo >> 16));
+  // Tiles start on multiples of kTileK (the planes are padded to whole tiles): tile `start` → stage b.
+  const int64_t first_tile = block_first / kTileK * kTileK;
+  const auto load_tile = [&](int64_t start, int b) {
+    const __nv_bfloat16* kh = kv.k_hi + (kv_head * kv.padded + start) * D;
+    const __nv_bfloat16* kl = kv.k_lo + (kv_head * kv.padded + start) * D;
+    constexpr int kKChunks = kTileK * D / 8;  // 16-byte pieces of one K plane's tile
+    for (int c = threadIdx.x; c < kKChunks; c += kThreads) {
+      const int key = c / (D / 8), i = 8 * (c % (D / 8));
+      copy_async_16(k_hi_of(b) + key * kRowK + i, kh + key * D + i);
+      copy_async_16(k_lo_of(b) + key * kRowK + i, kl + key * D + i);
+    }
+    const __nv_bfloat16* vh = kv.v_hi + kv_head * D * kv.padded + start;
+    const __nv_bfloat16* vl = kv.v_lo + kv_head * D * kv.padded + start;
+    constexpr int kVChunks = D * kTileK / 8;
+    for (int c = threadIdx.x; c < kVChunks; c += kThreads) {
+      const int dim = c / (kTileK / 8), key = 8 * (c % (kTileK / 8));
+      copy_async_16(v_hi_of(b) + dim * kRowV + key, vh + dim * kv.padded + key);
+      copy_async_16(v_lo_of(b) + dim * kRowV + key, vl + dim * kv.padded + key);
+    }
+    copy_async_commit();
+  };
+  load_tile(first_tile, 0);
+  int stage = 0;
+  for (int64_t start = first_tile; start <= block_last; start += kTileK, stage ^= 1) {
+    if (start + kTileK <= block_last) {  // the next tile loads into the other stage while this one is used
+      load_tile(start + kTileK, stage ^ 1);
+      copy_async_wait<1>();
+    } else {
+      copy_async_wait<0>();
     }
     __syncthreads();
+    const __nv_bfloat16 *k_hi = k_hi_of(stage), *k_lo = k_lo_of(stage);
+    const __nv_bfloat16 *v_hi = v_hi_of(stage), *v_lo = v_lo_of(stage);
 
     // S = Q·Kᵀ for 8 tiles of 8 keys.
     float s[kKeyTiles][4];
@@ -201,6 +263,7 @@ __global__ void __launch_bounds__(kThreads)
         mma3(o[n], p_hi, p_lo, bh0, bh1, bl0, bl1);
       }
     }
+    __syncthreads();  // this stage is consumed: the next iteration's load may overwrite it
   }
 
 #pragma unroll
@@ -222,11 +285,25 @@ __global__ void __launch_bounds__(kThreads)
 template <int D>
 void launch(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
             int64_t cache_len, float* out, cudaStream_t stream) {
-  const size_t bytes = sizeof(__nv_bfloat16) * 2 * (size_t{kTileK} * (D + kPad) + size_t{D} * (kTileK + kPad));
+  SplitKv kv;
+  kv.padded = (cache_len + kTileK - 1) / kTileK * kTileK;
+  const size_t plane = static_cast<size_t>(shape.kv_heads * kv.padded * D);
+  void* planes = nullptr;
+  if (cudaMallocAsync(&planes, 4 * plane * sizeof(__nv_bfloat16), stream) != cudaSuccess) {
+    throw std::runtime_error("CUDA attention: cannot allocate " + std::to_string(4 * plane * 2) + " bytes of scratch");
+  }
+  kv.k_hi = static_cast<__nv_bfloat16*>(planes);
+  kv.k_lo = kv.k_hi + plane, kv.v_hi = kv.k_lo + plane, kv.v_lo = kv.v_hi + plane;
+  const int64_t pairs = static_cast<int64_t>(plane / 2);
+  split_kv_kernel<<<static_cast<unsigned>(std::min<int64_t>((pairs + 255) / 256, 65535)), 256, 0, stream>>>(
+      k, v, cache_len, shape.kv_heads, D, kv);
+
+  const size_t bytes = sizeof(__nv_bfloat16) * 2 * 2 * (size_t{kTileK} * (D + kPad) + size_t{D} * (kTileK + kPad));
   const auto kernel = attention_tc_kernel<D>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   const dim3 grid(static_cast<unsigned>((tokens + kTileQ - 1) / kTileQ), static_cast<unsigned>(shape.q_heads));
-  kernel<<<grid, kThreads, bytes, stream>>>(shape, q, tokens, k, v, cache_len, out);
+  kernel<<<grid, kThreads, bytes, stream>>>(shape, q, tokens, kv, cache_len, out);
+  cudaFreeAsync(planes, stream);
 }
 
 }  // namespace
