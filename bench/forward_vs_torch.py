@@ -12,6 +12,9 @@ measures, with the same thread count for everyone:
     checkpoint size;
   * a PyTorch bf16 implementation of the same model written here (Debian torch, eager ops, KV cache, weights viewed
     from the mapped file with torch.frombuffer, no copy): the same prefill and decode steps.
+  * with --timing build/bench/forward_timing, hxforge again in one process per mode: the first prefill call (cold:
+    it also pays the first touch of every page of the mapped checkpoint, as `hxforge run` does) and the best of
+    further prefills on fresh states (warm: pages mapped — the state the torch side is timed in, after its warm-up).
 Each measurement is the best of --repeats runs. Prints a table; the goal is hxforge bf16 ≥ 1× torch bf16.
 """
 import argparse
@@ -127,6 +130,18 @@ def run_hxforge(binary, folder, tokens_file, prefill, compute, threads):
             "top1": [p["top_k"][0]["token"] for p in result["positions"]]}
 
 
+def run_forward_timing(binary, folder, tokens_file, prefill, compute, threads, repeats):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    cmd = [binary, folder, "--tokens-file", tokens_file, "--prefill", str(prefill), "--compute", compute,
+           "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"forward_timing failed ({proc.returncode}): {proc.stderr}")
+    r = json.loads(proc.stdout)
+    return {"prefill_s": r["prefill_seconds"], "cold_prefill_s": r["cold_prefill_seconds"],
+            "decode_s": r["decode_seconds"], "decode_tokens": r["decode_tokens"], "memory": {}}
+
+
 # ---- PyTorch -------------------------------------------------------------------------------------------------------
 
 class TorchLlama:
@@ -227,6 +242,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--layers", type=int, default=CONFIG["num_hidden_layers"], help="fewer layers for a quick run")
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--timing", help="bench/forward_timing binary: also report hxforge's in-process warm prefill")
     ap.add_argument("--memory-model", help="also run hxforge (bf16, --memory-tokens tokens) on this larger checkpoint "
                     "and report its peak anonymous and file-backed memory")
     ap.add_argument("--memory-tokens", type=int, default=32)
@@ -256,6 +272,10 @@ def main():
     for compute in ("f32", "bf16"):
         results[f"hxforge {compute}"] = best([run_hxforge(args.hxforge, folder, tokens_file, args.prefill, compute,
                                                           args.threads) for _ in range(args.repeats)])
+    if args.timing:
+        for compute in ("f32", "bf16"):
+            results[f"hxforge {compute} warm"] = run_forward_timing(args.timing, folder, tokens_file, args.prefill,
+                                                                    compute, args.threads, args.repeats)
     if not args.skip_torch:
         import torch
         torch.set_num_threads(args.threads)
@@ -265,21 +285,28 @@ def main():
         results["torch bf16"]["memory"] = {}
 
     print()
-    print(f"| {'implementation':<14} | {'prefill s':>9} | {'prefill tok/s':>13} | {'decode tok/s':>12} |"
+    print(f"| {'implementation':<19} | {'prefill s':>9} | {'prefill tok/s':>13} | {'decode tok/s':>12} |"
           f" {'peak RssAnon':>12} | {'peak RssFile':>12} |")
-    print(f"|{'-' * 16}|{'-' * 11}|{'-' * 15}|{'-' * 14}|{'-' * 14}|{'-' * 14}|")
+    print(f"|{'-' * 21}|{'-' * 11}|{'-' * 15}|{'-' * 14}|{'-' * 14}|{'-' * 14}|")
     for name, r in results.items():
         mem = r.get("memory", {})
         anon = f"{mem['RssAnon'] / 2**20:.0f} MiB" if "RssAnon" in mem else "-"
         file_rss = f"{mem['RssFile'] / 2**20:.0f} MiB" if "RssFile" in mem else "-"
         decode = r["decode_tokens"] / r["decode_s"] if r["decode_tokens"] else float("nan")
-        print(f"| {name:<14} | {r['prefill_s']:9.2f} | {args.prefill / r['prefill_s']:13.1f} | {decode:12.2f} |"
+        print(f"| {name:<19} | {r['prefill_s']:9.2f} | {args.prefill / r['prefill_s']:13.1f} | {decode:12.2f} |"
               f" {anon:>12} | {file_rss:>12} |")
+    for name, r in results.items():
+        if "cold_prefill_s" in r:
+            print(f"{name}: first (cold) prefill in that process {r['cold_prefill_s']:.2f} s "
+                  f"({args.prefill / r['cold_prefill_s']:.1f} tok/s)")
     if "torch bf16" in results:
-        ours, theirs = results["hxforge bf16"], results["torch bf16"]
+        theirs = results["torch bf16"]
         print()
-        print(f"hxforge bf16 / torch bf16: prefill {theirs['prefill_s'] / ours['prefill_s']:.2f}x, decode "
-              f"{theirs['decode_s'] / ours['decode_s']:.2f}x (>1: hxforge faster)")
+        for name in ("hxforge bf16", "hxforge bf16 warm"):
+            if name in results:
+                ours = results[name]
+                print(f"{name} / torch bf16: prefill {theirs['prefill_s'] / ours['prefill_s']:.2f}x, decode "
+                      f"{theirs['decode_s'] / ours['decode_s']:.2f}x (>1: hxforge faster)")
         agree = sum(a == b for a, b in zip(results["hxforge f32"]["top1"], theirs["top1"])) / len(tokens)
         print(f"top-1 agreement hxforge f32 vs torch bf16 over {len(tokens)} positions: {agree:.3f}")
     if args.memory_model:

@@ -7,7 +7,6 @@
 // Every output is computed by exactly one work item in a fixed order (scores as one chain over the head dimension,
 // softmax sums and P·V over keys in increasing position), so results depend neither on the thread count, nor on how
 // many queries a call holds, nor on the kernel family (portable and AVX-512 kernels compute the same chains).
-#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors live only inside always-inlined helpers (vector_exp.h)
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -79,45 +78,48 @@ void check_params(const AttentionParams& p, int64_t tokens, int64_t cache_len) {
 
 // Scores → probabilities in place for the block's queries (lanes), query `lane` over its keys [begin, end):
 //   s = round(round(raw) · scale); p = round(exp(s - max) / Σ exp(s - max)), the sum in increasing key order.
-// With f32 activations all 16 lanes go at once (a lane outside its keys keeps its max and adds nothing), else lane
-// by lane with the roundings; both use vector_exp.h's exp, so a lane's bits never depend on its neighbours.
+// With f32 activations a vector of lanes goes at once (a lane outside its keys keeps its max and adds nothing), else
+// lane by lane with the roundings; both use vector_exp.h's exp, so a lane's bits never depend on its neighbours.
 void softmax_block(float* s, int rows, const int64_t* begin, const int64_t* end, float scale, DType act) {
-  using vexp::F32x16;
-  using vexp::I32x16;
+  using vexp::F32x4;
+  using vexp::I32x4;
   if (act == DType::kF32) {
-    I32x16 lane_begin{}, lane_end{};  // lanes ≥ rows: an empty range
-    int64_t j_begin = begin[0], j_end = end[0];
-    for (int lane = 0; lane < rows; ++lane) {
-      lane_begin[lane] = static_cast<int32_t>(begin[lane]);
-      lane_end[lane] = static_cast<int32_t>(end[lane]);
-      j_begin = std::min(j_begin, begin[lane]);
-      j_end = std::max(j_end, end[lane]);
-    }
-    const auto in_range = [&](int64_t j) {
-      const I32x16 key = I32x16{} + static_cast<int32_t>(j);
-      return (key >= lane_begin) & (key < lane_end);
-    };
-    F32x16 max_score = vexp::splat(-INFINITY);
-    for (int64_t j = j_begin; j < j_end; ++j) {
-      F32x16 value;
-      std::memcpy(&value, s + j * kQueryLanes, sizeof value);
-      value = value * scale;
-      std::memcpy(s + j * kQueryLanes, &value, sizeof value);
-      max_score = vexp::select(in_range(j) & (max_score < value), value, max_score);  // std::max(max, value)
-    }
-    F32x16 sum{};
-    for (int64_t j = j_begin; j < j_end; ++j) {
-      F32x16 value;
-      std::memcpy(&value, s + j * kQueryLanes, sizeof value);
-      value = vexp::exp16(value - max_score);
-      std::memcpy(s + j * kQueryLanes, &value, sizeof value);
-      sum = sum + vexp::select(in_range(j), value, F32x16{});
-    }
-    for (int64_t j = j_begin; j < j_end; ++j) {
-      F32x16 value;
-      std::memcpy(&value, s + j * kQueryLanes, sizeof value);
-      value = value / sum;
-      std::memcpy(s + j * kQueryLanes, &value, sizeof value);
+    for (int lane0 = 0; lane0 < rows; lane0 += vexp::kLanes) {
+      I32x4 lane_begin{}, lane_end{};  // lanes ≥ rows: an empty range
+      int64_t j_begin = begin[lane0], j_end = end[lane0];
+      for (int l = 0; l < vexp::kLanes && lane0 + l < rows; ++l) {
+        lane_begin[l] = static_cast<int32_t>(begin[lane0 + l]);
+        lane_end[l] = static_cast<int32_t>(end[lane0 + l]);
+        j_begin = std::min(j_begin, begin[lane0 + l]);
+        j_end = std::max(j_end, end[lane0 + l]);
+      }
+      const auto in_range = [&](int64_t j) {
+        const I32x4 key = I32x4{} + static_cast<int32_t>(j);
+        return (key >= lane_begin) & (key < lane_end);
+      };
+      float* column = s + lane0;  // row j of these lanes: column + j · kQueryLanes
+      F32x4 max_score = vexp::splat(-INFINITY);
+      for (int64_t j = j_begin; j < j_end; ++j) {
+        F32x4 value;
+        std::memcpy(&value, column + j * kQueryLanes, sizeof value);
+        value = value * scale;
+        std::memcpy(column + j * kQueryLanes, &value, sizeof value);
+        max_score = vexp::select(in_range(j) & (max_score < value), value, max_score);  // std::max(max, value)
+      }
+      F32x4 sum{};
+      for (int64_t j = j_begin; j < j_end; ++j) {
+        F32x4 value;
+        std::memcpy(&value, column + j * kQueryLanes, sizeof value);
+        value = vexp::exp4(value - max_score);
+        std::memcpy(column + j * kQueryLanes, &value, sizeof value);
+        sum = sum + vexp::select(in_range(j), value, F32x4{});
+      }
+      for (int64_t j = j_begin; j < j_end; ++j) {
+        F32x4 value;
+        std::memcpy(&value, column + j * kQueryLanes, sizeof value);
+        value = value / sum;
+        std::memcpy(column + j * kQueryLanes, &value, sizeof value);
+      }
     }
     return;
   }

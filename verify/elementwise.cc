@@ -2,8 +2,7 @@
 // GLU combine, softcap, RoPE. Portable C++ in a fixed order; PyTorch's f32 formulas are copied where they decide
 // the last bit (1/sqrt for pow(·,-0.5) and rsqrt, x / (1 + exp(-x)) for SiLU, the tanh-GELU polynomial).
 // With f32 activations (the forward pass's case) the hot loops have no per-element rounding calls, so the compiler
-// vectorises them, and SiLU takes its exponentials 16 at a time (vector_exp.h, the same bits as one at a time).
-#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors live only inside always-inlined helpers (vector_exp.h)
+// vectorises them, and SiLU takes its exponentials 4 at a time (vector_exp.h, the same bits as one at a time).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -117,15 +116,21 @@ void softcap(std::span<float> x, float cap, DType activation) {
 
 void glu(GluActivation act, const float* gate, const float* up, float* out, int64_t n, DType activation) {
   check_activation(activation);
-  if (act == GluActivation::kSilu && activation == DType::kF32) {  // silu() 16 lanes at a time, same bits
-    for (int64_t i0 = 0; i0 < n; i0 += vexp::kLanes) {
-      const int64_t count = std::min<int64_t>(vexp::kLanes, n - i0);
-      vexp::F32x16 g{}, u{};
-      std::memcpy(&g, gate + i0, static_cast<size_t>(count) * sizeof(float));
-      std::memcpy(&u, up + i0, static_cast<size_t>(count) * sizeof(float));
-      const vexp::F32x16 activated = g / (1.0f + vexp::exp16(-g));
-      const vexp::F32x16 product = activated * u;
-      std::memcpy(out + i0, &product, static_cast<size_t>(count) * sizeof(float));
+  if (act == GluActivation::kSilu && activation == DType::kF32) {  // silu() a vector at a time, same bits
+    const auto combine = [](vexp::F32x4 g, vexp::F32x4 u) { return (g / (1.0f + vexp::exp4(-g))) * u; };
+    int64_t i0 = 0;
+    for (; i0 + vexp::kLanes <= n; i0 += vexp::kLanes) {  // whole vectors: fixed-size copies are plain moves
+      vexp::F32x4 g, u;
+      std::memcpy(&g, gate + i0, sizeof g);
+      std::memcpy(&u, up + i0, sizeof u);
+      const vexp::F32x4 product = combine(g, u);
+      std::memcpy(out + i0, &product, sizeof product);
+    }
+    if (i0 < n) {  // the tail, zero-padded
+      vexp::F32x4 g{}, u{};
+      for (int64_t i = i0; i < n; ++i) g[i - i0] = gate[i], u[i - i0] = up[i];
+      const vexp::F32x4 product = combine(g, u);
+      for (int64_t i = i0; i < n; ++i) out[i] = product[i - i0];
     }
     return;
   }
