@@ -1,7 +1,6 @@
 #include "convert/init_rules.h"
 
 #include <algorithm>
-#include <climits>
 #include <cmath>
 #include <numbers>
 
@@ -22,24 +21,6 @@ uint64_t mix(uint64_t x) {  // splitmix64 finaliser
 double uniform(uint64_t key, uint64_t counter) {
   return (static_cast<double>(mix(key ^ mix(counter)) >> 11) + 0.5) * 0x1p-53;
 }
-
-// A dot product with four interleaved partial sums: vectorisable without -ffast-math, and its rounding depends only
-// on the length, never on threads or chunking.
-double dot(const double* a, const double* b, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += a[i] * b[i];
-    s1 += a[i + 1] * b[i + 1];
-    s2 += a[i + 2] * b[i + 2];
-    s3 += a[i + 3] * b[i + 3];
-  }
-  for (; i < n; ++i) s0 += a[i] * b[i];
-  return (s0 + s1) + (s2 + s3);
-}
-
-// Rows per parallel block of the projection update.
-constexpr int64_t kRowBlock = 512;
 
 }  // namespace
 
@@ -71,80 +52,6 @@ double radlads_a0(const InitContext& ctx, int64_t n) {
   const double zigzag = zz * std::abs(zz);
   const double linear = static_cast<double>(n) / c1 - 0.5;
   return -0.19 + zigzag * 0.3 + linear * 0.4;
-}
-
-void orthonormalize_columns(std::vector<double>& a, int64_t m, int64_t n) {
-  // Block classical Gram-Schmidt, twice ("twice is enough": as accurate as Householder for Q). Columns go in panels
-  // of kPanelColumns: a panel is first projected off every finished column, twice, as two matrix products (one
-  // parallel region each: R = Qᵀ·P over the finished columns, P −= Q·R over row blocks), then orthonormalised
-  // column by column inside the panel (small, serial). Column-at-a-time parallel loops spent more time in OpenMP
-  // barriers than in arithmetic on a loaded 2-core machine (perf: 38 % libgomp). Every sum has a fixed order, so the
-  // result does not depend on the thread count.
-  constexpr int64_t kPanelColumns = 32;
-  const int64_t blocks = (m + kRowBlock - 1) / kRowBlock;
-  std::vector<double> r;
-  for (int64_t j0 = 0; j0 < n; j0 += kPanelColumns) {
-    const int64_t width = std::min(kPanelColumns, n - j0);
-    double* panel = a.data() + j0 * m;
-    if (j0 > 0) {
-      r.assign(static_cast<size_t>(j0 * width), 0.0);
-      // Threads pay off only on big projections; small ones would spend more on waking the team than on the work.
-      const int64_t grain = m * j0 * width >= (int64_t{1} << 20) ? 2 : INT64_MAX;
-      for (int pass = 0; pass < 2; ++pass) {
-        parallel_for(0, j0, grain, [&](int64_t k) {
-          // R[k][·] = q_kᵀ·P: one pass over q_k for the whole panel (each sum as dot() forms it).
-          const double* q = a.data() + k * m;
-          for (int64_t c = 0; c < width; ++c) r[static_cast<size_t>(k * width + c)] = dot(q, panel + c * m, m);
-        });
-        parallel_for(0, blocks, grain, [&](int64_t b) {
-          const int64_t lo = b * kRowBlock, hi = std::min(m, lo + kRowBlock);
-          // P −= Q·R on rows [lo, hi): four panel columns per pass over q_k (q is loaded once for four updates);
-          // every element still subtracts r_k·q_k in k order.
-          int64_t c = 0;
-          for (; c + 4 <= width; c += 4) {
-            double* __restrict v0 = panel + c * m;
-            double* __restrict v1 = v0 + m;
-            double* __restrict v2 = v1 + m;
-            double* __restrict v3 = v2 + m;
-            for (int64_t k = 0; k < j0; ++k) {
-              const double* rk = r.data() + k * width + c;
-              const double* __restrict q = a.data() + k * m;
-              for (int64_t i = lo; i < hi; ++i) {
-                v0[i] -= rk[0] * q[i];
-                v1[i] -= rk[1] * q[i];
-                v2[i] -= rk[2] * q[i];
-                v3[i] -= rk[3] * q[i];
-              }
-            }
-          }
-          for (; c < width; ++c) {
-            double* v = panel + c * m;
-            for (int64_t k = 0; k < j0; ++k) {
-              const double rk = r[static_cast<size_t>(k * width + c)];
-              const double* q = a.data() + k * m;
-              for (int64_t i = lo; i < hi; ++i) v[i] -= rk * q[i];
-            }
-          }
-        });
-      }
-    }
-    std::vector<double> rp(static_cast<size_t>(width));
-    for (int64_t c = 0; c < width; ++c) {
-      double* v = panel + c * m;
-      for (int pass = 0; pass < 2 && c > 0; ++pass) {
-        for (int64_t k = 0; k < c; ++k) rp[static_cast<size_t>(k)] = dot(panel + k * m, v, m);
-        for (int64_t k = 0; k < c; ++k) {
-          const double rk = rp[static_cast<size_t>(k)];
-          const double* q = panel + k * m;
-          for (int64_t i = 0; i < m; ++i) v[i] -= rk * q[i];
-        }
-      }
-      const double norm = std::sqrt(dot(v, v, m));
-      if (!(norm > 1e-300))
-        throw FormatError("orthogonal init: column " + std::to_string(j0 + c) + " is linearly dependent");
-      for (int64_t i = 0; i < m; ++i) v[i] /= norm;
-    }
-  }
 }
 
 std::vector<double> seeded_orthogonal(uint64_t stream_key, int64_t rows, int64_t cols, double gain_times_scale) {

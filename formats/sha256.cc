@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <memory>
 #include <numeric>
+#include <utility>
 
 #include "formats/errors.h"
 #include "formats/mapped_file.h"
@@ -37,6 +38,64 @@ Digest Sha256Stream::finish() {
   if (EVP_DigestFinal_ex(ctx_, d.data(), &len) != 1 || len != d.size())
     throw Error(ExitCode::kIo, "SHA-256 final failed");
   return d;
+}
+
+Sha256Beside::Sha256Beside() : worker_([this] { run(); }) {}
+
+Sha256Beside::~Sha256Beside() {
+  drain();
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  changed_.notify_all();
+  worker_.join();
+}
+
+void Sha256Beside::start(std::span<const std::byte> chunk) {
+  wait();
+  {
+    std::lock_guard lock(mutex_);
+    pending_ = chunk;
+    busy_ = true;
+  }
+  changed_.notify_all();
+}
+
+void Sha256Beside::wait() {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [&] { return !busy_; });
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+}
+
+void Sha256Beside::drain() noexcept {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [&] { return !busy_; });
+}
+
+Digest Sha256Beside::finish() {
+  wait();
+  return hash_.finish();
+}
+
+void Sha256Beside::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [&] { return busy_ || stop_; });
+    if (!busy_) return;  // stop_ with nothing pending
+    const std::span<const std::byte> chunk = pending_;
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      hash_.update(chunk);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    error_ = error;
+    busy_ = false;
+    changed_.notify_all();
+  }
 }
 
 std::string to_hex(const Digest& d) {

@@ -3,8 +3,12 @@
 #pragma once
 
 #include <array>
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <span>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -29,6 +33,31 @@ class Sha256Stream {
 
  private:
   evp_md_ctx_st* ctx_;
+};
+
+// A Sha256Stream fed on a thread of its own, so that a writer hashes a chunk while it writes the same chunk
+// (the two together were a converter's whole cost per copied byte): start(chunk), do the other work, wait(). The
+// chunk must stay valid and unchanged until wait() returns. One chunk in flight at a time.
+class Sha256Beside {
+ public:
+  Sha256Beside();
+  ~Sha256Beside();
+  Sha256Beside(const Sha256Beside&) = delete;
+  Sha256Beside& operator=(const Sha256Beside&) = delete;
+  void start(std::span<const std::byte> chunk);  // waits for the previous chunk first
+  void wait();                                   // rethrows what the hashing threw
+  void drain() noexcept;                         // waits, dropping any error (for unwinding: the chunk may die next)
+  Digest finish();                               // waits, then the digest of every chunk given; once
+
+ private:
+  void run();
+  Sha256Stream hash_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::span<const std::byte> pending_;
+  bool busy_ = false, stop_ = false;
+  std::exception_ptr error_;
+  std::thread worker_;  // last: starts after everything it uses exists
 };
 
 std::string to_hex(const Digest& d);

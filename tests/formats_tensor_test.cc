@@ -76,6 +76,29 @@ TEST(TensorView, HashOfViewEqualsHashOfContiguousCopy) {
   EXPECT_EQ(to_hex(sha256_bytes({})), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
+TEST(Sha256Beside, ChunksHashedOnTheHelperThreadGiveTheDigestOfTheWhole) {
+  std::vector<std::byte> bytes(100000);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>((i * 131) ^ (i >> 7));
+  const std::span<const std::byte> all(bytes);
+  Sha256Beside beside;
+  size_t written = 0;  // what a writer would do with each chunk meanwhile
+  for (size_t at = 0; at < all.size(); at += 7919) {
+    const auto chunk = all.subspan(at, std::min<size_t>(7919, all.size() - at));
+    beside.start(chunk);
+    written += chunk.size();
+    beside.wait();
+  }
+  EXPECT_EQ(written, bytes.size());
+  EXPECT_EQ(to_hex(beside.finish()), to_hex(sha256_bytes(all)));
+
+  Sha256Beside nothing;  // no chunk at all: the empty string's digest; and start() without wait() before finish()
+  EXPECT_EQ(to_hex(nothing.finish()), to_hex(sha256_bytes({})));
+  Sha256Beside unwaited;
+  unwaited.start(all.first(10));
+  unwaited.start(all.subspan(10));  // waits for the first chunk itself
+  EXPECT_EQ(to_hex(unwaited.finish()), to_hex(sha256_bytes(all)));
+}
+
 TEST(TensorView, ZeroDimAndEmpty) {
   const auto scalar = TensorView::contiguous(DType::kF32, {}, iota_storage(1));
   EXPECT_EQ(scalar.numel(), 1u);
