@@ -14,9 +14,9 @@
 // ~16 significant bits per operand instead of 8, three times the mma work, still far faster than the CUDA cores.
 // Measured against the f32 kernels in tests/verify_cuda_test.cc (CudaAttentionKernels).
 //
-// Non-goals: head sizes above 128 (Q fragments and the output accumulators of 16 rows × D would not fit in the
-// registers: those take attention.cu's f32 kernels); decode (few queries: attention.cu's split kernel); Hopper's
-// wgmma/TMA (mma.sync is portable to sm_80 and already makes attention a small part of prefill).
+// Heads of 256 and 512 take a variant with Q in shared memory and the output dims split over blocks (below).
+// Non-goals: other head sizes (attention.cu's f32 kernels take them); decode (few queries: attention.cu's split
+// kernel); Hopper's wgmma/TMA (mma.sync is portable to sm_80 and already makes attention a small part of prefill).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -282,11 +282,172 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Heads of 256 and 512 (Gemma-4): the same scheme with the queries' hi/lo in shared memory instead of registers,
+// key tiles of 32, and the output dims split over gridDim.z blocks of kDv each (16 × kDv accumulators per warp fit
+// the registers; each block recomputes the scores of its queries, a price below the f32 kernels' by far). One block
+// per SM (up to 215 KB of shared memory for 512), single-buffered.
+constexpr int kWideTileK = 32;
+
+template <int D, int kDv>
+__global__ void __launch_bounds__(kThreads)
+    attention_tc_wide_kernel(AttentionShape shape, const float* q, int64_t tokens, SplitKv kv, int64_t cache_len,
+                             float* out) {
+  static_assert(D % 16 == 0 && kDv % 8 == 0 && D % kDv == 0, "head_dim and output slice");
+  constexpr int kRow = D + kPad, kRowV = kWideTileK + kPad;
+  constexpr int kChunks = D / 16, kDimTiles = kDv / 8, kKeyTiles = kWideTileK / 8;
+  extern __shared__ __align__(16) __nv_bfloat16 shared[];
+  __nv_bfloat16* q_hi = shared;  // [kTileQ][kRow]
+  __nv_bfloat16* q_lo = q_hi + kTileQ * kRow;
+  __nv_bfloat16* k_hi = q_lo + kTileQ * kRow;  // [kWideTileK][kRow]
+  __nv_bfloat16* k_lo = k_hi + kWideTileK * kRow;
+  __nv_bfloat16* v_hi = k_lo + kWideTileK * kRow;  // transposed: [kDv][kRowV]
+  __nv_bfloat16* v_lo = v_hi + kDv * kRowV;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, j = lane % 4;
+  const int64_t head = blockIdx.y, kv_head = head / (shape.q_heads / shape.kv_heads);
+  const int64_t q_stride = shape.q_heads * D, dv0 = int64_t(blockIdx.z) * kDv;
+  const int64_t past = cache_len - tokens, t0 = int64_t(blockIdx.x) * kTileQ;
+  const int64_t window = shape.sliding_window;
+  int64_t row_t[2], row_pos[2], row_first[2];
+  for (int r = 0; r < 2; ++r) {
+    row_t[r] = t0 + warp * kRowsPerWarp + g + 8 * r;
+    row_pos[r] = past + row_t[r];
+    row_first[r] = window > 0 ? max(int64_t(0), row_pos[r] - window + 1) : 0;
+  }
+  for (int e = threadIdx.x; e < kTileQ * D / 2; e += kThreads) {
+    const int row = e / (D / 2), i = 2 * (e % (D / 2));
+    float2 x = make_float2(0.0f, 0.0f);
+    if (t0 + row < tokens) x = *reinterpret_cast<const float2*>(q + (t0 + row) * q_stride + head * D + i);
+    uint32_t hi, lo;
+    split_pair(x.x, x.y, hi, lo);
+    *reinterpret_cast<uint32_t*>(q_hi + row * kRow + i) = hi;
+    *reinterpret_cast<uint32_t*>(q_lo + row * kRow + i) = lo;
+  }
+
+  float o[kDimTiles][4];
+#pragma unroll
+  for (int n = 0; n < kDimTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  const int64_t block_last = past + min(tokens, t0 + kTileQ) - 1;
+  const int64_t block_first = window > 0 ? max(int64_t(0), past + t0 - window + 1) : 0;
+  const __nv_bfloat16* my_q_hi = q_hi + (warp * kRowsPerWarp + g) * kRow + 2 * j;
+  const __nv_bfloat16* my_q_lo = q_lo + (warp * kRowsPerWarp + g) * kRow + 2 * j;
+
+  for (int64_t start = block_first / kWideTileK * kWideTileK; start <= block_last; start += kWideTileK) {
+    __syncthreads();  // the previous tile is consumed (and Q is written, on the first pass)
+    const __nv_bfloat16* kh = kv.k_hi + (kv_head * kv.padded + start) * D;
+    const __nv_bfloat16* kl = kv.k_lo + (kv_head * kv.padded + start) * D;
+    for (int c = threadIdx.x; c < kWideTileK * D / 8; c += kThreads) {
+      const int key = c / (D / 8), i = 8 * (c % (D / 8));
+      copy_async_16(k_hi + key * kRow + i, kh + key * D + i);
+      copy_async_16(k_lo + key * kRow + i, kl + key * D + i);
+    }
+    const __nv_bfloat16* vh = kv.v_hi + (kv_head * D + dv0) * kv.padded + start;
+    const __nv_bfloat16* vl = kv.v_lo + (kv_head * D + dv0) * kv.padded + start;
+    for (int c = threadIdx.x; c < kDv * kWideTileK / 8; c += kThreads) {
+      const int dim = c / (kWideTileK / 8), key = 8 * (c % (kWideTileK / 8));
+      copy_async_16(v_hi + dim * kRowV + key, vh + dim * kv.padded + key);
+      copy_async_16(v_lo + dim * kRowV + key, vl + dim * kv.padded + key);
+    }
+    copy_async_commit();
+    copy_async_wait<0>();
+    __syncthreads();
+
+    float s[kKeyTiles][4];
+#pragma unroll
+    for (int n = 0; n < kKeyTiles; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll 4
+    for (int c = 0; c < kChunks; ++c) {
+      uint32_t a_hi[4], a_lo[4];
+#pragma unroll
+      for (int reg = 0; reg < 4; ++reg) {
+        const int at = (reg % 2) * 8 * kRow + c * 16 + 8 * (reg / 2);
+        a_hi[reg] = *reinterpret_cast<const uint32_t*>(my_q_hi + at);
+        a_lo[reg] = *reinterpret_cast<const uint32_t*>(my_q_lo + at);
+      }
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; ++n) {
+        const int at = (n * 8 + g) * kRow + c * 16 + 2 * j;
+        mma3(s[n], a_hi, a_lo, *reinterpret_cast<const uint32_t*>(k_hi + at),
+             *reinterpret_cast<const uint32_t*>(k_hi + at + 8), *reinterpret_cast<const uint32_t*>(k_lo + at),
+             *reinterpret_cast<const uint32_t*>(k_lo + at + 8));
+      }
+    }
+
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < kKeyTiles; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        const int64_t pos = start + n * 8 + 2 * j + e % 2;
+        const bool visible = row_t[r] < tokens && pos <= row_pos[r] && pos >= row_first[r];
+        s[n][e] = visible ? s[n][e] * shape.scale : -INFINITY;
+        tile_max[r] = fmaxf(tile_max[r], s[n][e]);
+      }
+    }
+    float rescale[2], base[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float new_max = fmaxf(row_max[r], tile_max[r]);
+      base[r] = new_max == -INFINITY ? 0.0f : new_max;
+      rescale[r] = expf(row_max[r] - base[r]);
+      row_max[r] = new_max;
+      row_sum[r] *= rescale[r];
+    }
+#pragma unroll
+    for (int n = 0; n < kKeyTiles; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[n][e] = expf(s[n][e] - base[e / 2]);
+        row_sum[e / 2] += s[n][e];
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kDimTiles; ++n) {
+      o[n][0] *= rescale[0], o[n][1] *= rescale[0], o[n][2] *= rescale[1], o[n][3] *= rescale[1];
+    }
+#pragma unroll
+    for (int c = 0; c < kWideTileK / 16; ++c) {
+      uint32_t p_hi[4], p_lo[4];
+      split_pair(s[2 * c][0], s[2 * c][1], p_hi[0], p_lo[0]);
+      split_pair(s[2 * c][2], s[2 * c][3], p_hi[1], p_lo[1]);
+      split_pair(s[2 * c + 1][0], s[2 * c + 1][1], p_hi[2], p_lo[2]);
+      split_pair(s[2 * c + 1][2], s[2 * c + 1][3], p_hi[3], p_lo[3]);
+#pragma unroll
+      for (int n = 0; n < kDimTiles; ++n) {
+        const int at = (n * 8 + g) * kRowV + c * 16 + 2 * j;
+        mma3(o[n], p_hi, p_lo, *reinterpret_cast<const uint32_t*>(v_hi + at),
+             *reinterpret_cast<const uint32_t*>(v_hi + at + 8), *reinterpret_cast<const uint32_t*>(v_lo + at),
+             *reinterpret_cast<const uint32_t*>(v_lo + at + 8));
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (row_t[r] >= tokens) continue;
+    float* dst = out + row_t[r] * q_stride + head * D + dv0 + 2 * j;
+#pragma unroll
+    for (int n = 0; n < kDimTiles; ++n) {
+      *reinterpret_cast<float2*>(dst + n * 8) = make_float2(o[n][2 * r] / row_sum[r], o[n][2 * r + 1] / row_sum[r]);
+    }
+  }
+}
+
+// The planes of K and V for this call (split_kv_kernel), in stream-ordered scratch the caller frees.
 template <int D>
-void launch(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
-            int64_t cache_len, float* out, cudaStream_t stream) {
+SplitKv split_kv(const AttentionShape& shape, const float* k, const float* v, int64_t cache_len,
+                 cudaStream_t stream) {
   SplitKv kv;
-  kv.padded = (cache_len + kTileK - 1) / kTileK * kTileK;
+  kv.padded = (cache_len + kTileK - 1) / kTileK * kTileK;  // whole tiles of either kernel (kTileK % kWideTileK == 0)
   const size_t plane = static_cast<size_t>(shape.kv_heads * kv.padded * D);
   void* planes = nullptr;
   if (cudaMallocAsync(&planes, 4 * plane * sizeof(__nv_bfloat16), stream) != cudaSuccess) {
@@ -297,13 +458,33 @@ void launch(const AttentionShape& shape, const float* q, int64_t tokens, const f
   const int64_t pairs = static_cast<int64_t>(plane / 2);
   split_kv_kernel<<<static_cast<unsigned>(std::min<int64_t>((pairs + 255) / 256, 65535)), 256, 0, stream>>>(
       k, v, cache_len, shape.kv_heads, D, kv);
+  return kv;
+}
 
+template <int D>
+void launch(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
+            int64_t cache_len, float* out, cudaStream_t stream) {
+  const SplitKv kv = split_kv<D>(shape, k, v, cache_len, stream);
   const size_t bytes = sizeof(__nv_bfloat16) * 2 * 2 * (size_t{kTileK} * (D + kPad) + size_t{D} * (kTileK + kPad));
   const auto kernel = attention_tc_kernel<D>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   const dim3 grid(static_cast<unsigned>((tokens + kTileQ - 1) / kTileQ), static_cast<unsigned>(shape.q_heads));
   kernel<<<grid, kThreads, bytes, stream>>>(shape, q, tokens, kv, cache_len, out);
-  cudaFreeAsync(planes, stream);
+  cudaFreeAsync(kv.k_hi, stream);
+}
+
+template <int D, int kDv = 128>
+void launch_wide(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
+                 int64_t cache_len, float* out, cudaStream_t stream) {
+  const SplitKv kv = split_kv<D>(shape, k, v, cache_len, stream);
+  const size_t bytes =
+      sizeof(__nv_bfloat16) * 2 * (size_t{kTileQ + kWideTileK} * (D + kPad) + size_t{kDv} * (kWideTileK + kPad));
+  const auto kernel = attention_tc_wide_kernel<D, kDv>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  const dim3 grid(static_cast<unsigned>((tokens + kTileQ - 1) / kTileQ), static_cast<unsigned>(shape.q_heads),
+                  static_cast<unsigned>(D / kDv));
+  kernel<<<grid, kThreads, bytes, stream>>>(shape, q, tokens, kv, cache_len, out);
+  cudaFreeAsync(kv.k_hi, stream);
 }
 
 }  // namespace
@@ -322,6 +503,12 @@ bool causal_attention_tensor_cores(const AttentionShape& shape, const float* q, 
       return true;
     case 128:
       launch<128>(shape, q, tokens, k, v, cache_len, out, stream);
+      return true;
+    case 256:
+      launch_wide<256>(shape, q, tokens, k, v, cache_len, out, stream);
+      return true;
+    case 512:
+      launch_wide<512>(shape, q, tokens, k, v, cache_len, out, stream);
       return true;
     default:
       return false;

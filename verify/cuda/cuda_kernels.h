@@ -90,7 +90,8 @@ constexpr int64_t kMaxAttentionHeadDim = 512;  // Gemma-4's full layers; the ker
 // the queries' own positions; out [tokens, q_heads, d].
 void causal_attention(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
                       int64_t cache_len, float* out, cudaStream_t stream);
-// The same on the tensor cores (attention_tc.cu); false (nothing launched) for head sizes other than 32/64/96/128.
+// The same on the tensor cores (attention_tc.cu); false (nothing launched) for head sizes other than 32, 64, 96,
+// 128, 256 and 512.
 bool causal_attention_tensor_cores(const AttentionShape& shape, const float* q, int64_t tokens, const float* k,
                                    const float* v, int64_t cache_len, float* out, cudaStream_t stream);
 

@@ -75,7 +75,7 @@ std::string take_cuda_profile();
 
 // One causal attention on the GPU, for tests and benches: q [tokens, q_heads, d], k and v [cache_len, kv_heads, d]
 // (host f32, the queries at the cache's last `tokens` positions) → out [tokens, q_heads, d]. `tensor_cores` lets
-// prefill take the bf16×3 tensor-core kernel (≥ 64 queries, head_dim 32/64/96/128), as kBF16 forward calls do;
+// prefill take the bf16×3 tensor-core kernel (≥ 64 queries, head_dim 32/64/96/128/256/512), as kBF16 calls do;
 // otherwise the f32 kernels. Throws UnsupportedError without CUDA or a GPU.
 struct CudaAttentionProblem {
   int64_t tokens = 0, cache_len = 0, q_heads = 0, kv_heads = 0, head_dim = 0, sliding_window = 0;
