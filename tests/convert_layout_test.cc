@@ -12,6 +12,7 @@
 #include "convert/init_rules.h"
 #include "convert/layout.h"
 #include "convert/plan.h"
+#include "formats/cpu_isa.h"
 #include "formats/errors.h"
 #include "tests/support/test_support.h"
 
@@ -177,6 +178,20 @@ TEST(ConvertInit, SeededOrthogonalAcrossPanelsIsOrthogonalAndThreadCountIndepend
   // Orthonormal to a few hundred ulps of 1: CGS2's bound is O(machine epsilon · m) at worst, far below bf16's 2^-8.
   constexpr double kOrthogonalityTolerance = 1e-13;
   EXPECT_LT(worst, kOrthogonalityTolerance);
+}
+
+TEST(ConvertInit, SeededOrthogonalIsTheSameBitsWithAndWithoutAvx512) {
+  // A conversion must reproduce on any x86-64: the AVX-512 kernels run exactly the portable ones' operations.
+  if (!cpu_supports(CpuIsa::kAvx512)) GTEST_SKIP() << "this CPU has no AVX-512: only the portable kernels exist";
+  const uint64_t key = seeded_stream_key(5, "g2");
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{70, 1031}, {1031, 37}, {9, 9}}) {
+    force_cpu_isa(CpuIsa::kGeneric);
+    const std::vector<double> generic = seeded_orthogonal(key, rows, cols, 0.1);
+    force_cpu_isa(CpuIsa::kAvx512);
+    const std::vector<double> avx512 = seeded_orthogonal(key, rows, cols, 0.1);
+    force_cpu_isa(std::nullopt);
+    EXPECT_EQ(generic, avx512) << rows << "x" << cols;
+  }
 }
 
 TEST(ConvertPlan, LlamaTinyToHxa079FollowsTheLayout) {
