@@ -464,6 +464,43 @@ class FailingWeights final : public WeightMatrix {
   std::string describe() const override { return "failing"; }
 };
 
+// matmul_many (Q/K/V, gate/up) shares the packed x and one parallel loop; each output must be exactly what its own
+// matmul writes, for every width (1000 and 53 are not multiples of the 48-wide panels), in both compute modes and
+// with accumulate; weights of another input width are refused.
+TEST_P(VerifyKernels, MatmulManyEqualsSeparateProducts) {
+  const int64_t tokens = 37, k_in = 301;
+  const auto x = normal_floats(static_cast<size_t>(tokens * k_in), 95);
+  const auto w1 = encode_weights(DType::kBF16, normal_floats(static_cast<size_t>(1000 * k_in), 96));
+  const auto w2 = encode_weights(DType::kBF16, normal_floats(static_cast<size_t>(53 * k_in), 97));
+  const auto w3 = encode_weights(DType::kF32, normal_floats(static_cast<size_t>(160 * k_in), 98));
+  const DenseWeights a(DType::kBF16, w1.bytes.data(), 1000, k_in), b(DType::kBF16, w2.bytes.data(), 53, k_in),
+      c(DType::kF32, w3.bytes.data(), 160, k_in);
+  for (MatmulCompute compute : {MatmulCompute::kF32, MatmulCompute::kBF16}) {
+    for (bool accumulate : {false, true}) {
+      const MatmulOptions options{compute, accumulate};
+      std::vector<std::vector<float>> separate, together;
+      for (const DenseWeights* w : {&a, &b, &c}) {
+        const auto start = normal_floats(static_cast<size_t>(tokens * w->rows()), 99);  // what += adds to
+        separate.push_back(start);
+        together.push_back(start);
+        matmul(x.data(), tokens, *w, separate.back().data(), options);
+      }
+      const MatmulOutput outputs[] = {{&a, together[0].data(), a.rows()},
+                                      {&b, together[1].data(), b.rows()},
+                                      {&c, together[2].data(), c.rows()}};
+      matmul_many(x.data(), tokens, k_in, outputs, options);
+      for (size_t i = 0; i < 3; ++i) {
+        EXPECT_TRUE(same_bits(separate[i], together[i]))
+            << "output " << i << " compute " << static_cast<int>(compute) << " accumulate " << accumulate;
+      }
+    }
+  }
+  const DenseWeights narrower(DType::kBF16, w2.bytes.data(), 1, k_in - 1);
+  std::vector<float> y(static_cast<size_t>(tokens * 1000)), z(static_cast<size_t>(tokens));
+  const MatmulOutput mixed[] = {{&a, y.data(), 1000}, {&narrower, z.data(), 1}};
+  EXPECT_THROW(matmul_many(x.data(), tokens, k_in, mixed), UsageError);
+}
+
 TEST_P(VerifyKernels, MatmulPassesADecoderFailureToTheCaller) {
   const FailingWeights weights(1000, 352);
   const auto x = normal_floats(37 * 352, 18);

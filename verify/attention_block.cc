@@ -27,14 +27,23 @@ void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, const
   const int64_t q_width = plan.heads * d, kv_width = plan.kv_heads * d;
 
   Buffer q = ctx.take(T * q_width);
-  project(ctx, x, *w.q, q.data(), &w.q_bias);
+  Buffer k, v;
+  if (w.k) {  // this layer computes K/V (else it reads its source layer's, already holding this call's tokens)
+    k = ctx.take(T * kv_width);
+    v = ctx.take(T * kv_width);
+    const MatmulOutput qkv[] = {{w.q.get(), q.data(), q_width}, {w.k.get(), k.data(), kv_width},
+                                {w.v.get(), v.data(), kv_width}};
+    matmul_many(x, T, w.q->cols(), qkv, ctx.matmul);  // x packed once for the three
+    if (!w.k_bias.empty()) add_bias(k.data(), T, kv_width, w.k_bias.data());
+    if (!w.v_bias.empty()) add_bias(v.data(), T, kv_width, w.v_bias.data());
+  } else {
+    project(ctx, x, *w.q, q.data());
+  }
+  if (!w.q_bias.empty()) add_bias(q.data(), T, q_width, w.q_bias.data());
   if (!w.q_norm.empty()) rms_norm_rows(ctx, q.data(), q.data(), T * plan.heads, d, w.q_norm);
   if (rope) apply_rope(q.data(), T, plan.heads, *rope);
 
-  if (w.k) {  // this layer computes K/V (else it reads its source layer's, already holding this call's tokens)
-    Buffer k = ctx.take(T * kv_width), v = ctx.take(T * kv_width);
-    project(ctx, x, *w.k, k.data(), &w.k_bias);
-    project(ctx, x, *w.v, v.data(), &w.v_bias);
+  if (w.k) {
     if (!w.k_norm.empty()) rms_norm_rows(ctx, k.data(), k.data(), T * plan.kv_heads, d, w.k_norm);
     if (plan.v_norm) rms_norm_rows(ctx, v.data(), v.data(), T * plan.kv_heads, d, {});
     if (rope) apply_rope(k.data(), T, plan.kv_heads, *rope);

@@ -11,6 +11,9 @@
 //       write the C buffer to y (= or +=)
 // Every output element is one chain over k = 0..K-1 in order (chunks continue the chain through the C buffer),
 // so neither the thread count, nor the blocking, nor the number of tokens changes a bit of the result.
+// matmul_many runs several products of one x (Q/K/V, gate/up) as one call: x is packed once and the blocks of all the
+// weight matrices share one parallel loop (one fork/join instead of three, and small matrices like K and V of a GQA
+// layer no longer leave a thread idle at the end of their own loop).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -44,17 +47,25 @@ const gemm::KernelSet& choose_kernels(bool bf16) {
 // Geometry of one call, shared by the packing and the blocks.
 struct Plan {
   const gemm::KernelSet* ks;
-  int64_t tokens, n_out, k_in;
+  int64_t tokens, k_in;
   int64_t k_per_cell;  // 1 (f32) or 2 (bf16 pairs)
   int64_t kc_cells;
   int64_t chunk_k;  // k values per chunk
   int64_t chunks;
   int64_t block_cols;  // output features per parallel work item
-  int64_t blocks;
 
   int64_t chunk_begin(int64_t c) const { return c * chunk_k; }
   int64_t chunk_end(int64_t c) const { return std::min(k_in, (c + 1) * chunk_k); }
   int64_t chunk_cells(int64_t c) const { return ceil_div(chunk_end(c) - chunk_begin(c), k_per_cell); }
+};
+
+// One product of the call: its weights, its output and its share of the parallel work items.
+struct Target {
+  const WeightMatrix* w;
+  float* y;
+  int64_t y_stride;
+  int64_t n_out;
+  int64_t first_block, blocks;
 };
 
 // A panels of rows [m0, m0 + rows) for chunk c, laid out tile after tile: tile i (rows i·mr …) is [cells][tile rows].
@@ -84,11 +95,14 @@ void pack_a_chunk(const Plan& plan, const float* x, int64_t x_stride, int64_t m0
   }
 }
 
-void run_block(const Plan& plan, const WeightMatrix& w, const std::byte* a_packed, int64_t a_slot_cells, int64_t m0,
-               int64_t rows, int64_t block, float* y, int64_t y_stride, bool accumulate) {
+void run_block(const Plan& plan, const Target& target, const std::byte* a_packed, int64_t a_slot_cells, int64_t m0,
+               int64_t rows, int64_t block, bool accumulate) {
   const gemm::KernelSet& ks = *plan.ks;
+  const WeightMatrix& w = *target.w;
+  float* y = target.y;
+  const int64_t y_stride = target.y_stride;
   const int64_t n0 = block * plan.block_cols;
-  const int64_t cols = std::min(plan.block_cols, plan.n_out - n0);
+  const int64_t cols = std::min(plan.block_cols, target.n_out - n0);
   const int64_t panels = ceil_div(cols, ks.nr);
   const int64_t ldc = plan.block_cols;
   const int64_t max_cells = plan.kc_cells;
@@ -163,15 +177,27 @@ void run_block(const Plan& plan, const WeightMatrix& w, const std::byte* a_packe
 
 void matmul(const float* x, int64_t tokens, int64_t x_stride, const WeightMatrix& w, float* y, int64_t y_stride,
             const MatmulOptions& options) {
-  const int64_t n_out = w.rows(), k_in = w.cols();
-  if (tokens < 0 || x_stride < k_in || y_stride < n_out) {
-    throw UsageError("matmul with " + w.describe() + ": bad tokens " + std::to_string(tokens) + " or strides (x " +
-                     std::to_string(x_stride) + ", y " + std::to_string(y_stride) + ")");
+  const MatmulOutput output{&w, y, y_stride};
+  matmul_many(x, tokens, x_stride, std::span<const MatmulOutput>(&output, 1), options);
+}
+
+void matmul_many(const float* x, int64_t tokens, int64_t x_stride, std::span<const MatmulOutput> outputs,
+                 const MatmulOptions& options) {
+  if (outputs.empty()) return;
+  const int64_t k_in = outputs[0].w->cols();
+  for (const MatmulOutput& o : outputs) {
+    if (tokens < 0 || x_stride < k_in || o.y_stride < o.w->rows() || o.w->cols() != k_in) {
+      throw UsageError("matmul with " + o.w->describe() + ": bad tokens " + std::to_string(tokens) +
+                       ", strides (x " + std::to_string(x_stride) + ", y " + std::to_string(o.y_stride) +
+                       ") or input width (" + std::to_string(o.w->cols()) + " next to " + std::to_string(k_in) + ")");
+    }
   }
-  if (tokens == 0 || n_out == 0) return;
-  if (k_in == 0) {  // an empty sum
+  if (tokens == 0) return;
+  if (k_in == 0) {  // empty sums
     if (!options.accumulate) {
-      for (int64_t t = 0; t < tokens; ++t) std::fill_n(y + t * y_stride, n_out, 0.0f);
+      for (const MatmulOutput& o : outputs) {
+        for (int64_t t = 0; t < tokens; ++t) std::fill_n(o.y + t * o.y_stride, o.w->rows(), 0.0f);
+      }
     }
     return;
   }
@@ -179,7 +205,6 @@ void matmul(const float* x, int64_t tokens, int64_t x_stride, const WeightMatrix
   Plan plan{};
   plan.ks = &choose_kernels(options.compute == MatmulCompute::kBF16);
   plan.tokens = tokens;
-  plan.n_out = n_out;
   plan.k_in = k_in;
   plan.k_per_cell = plan.ks->bf16 ? 2 : 1;
   plan.kc_cells = plan.ks->kc_cells;
@@ -191,9 +216,17 @@ void matmul(const float* x, int64_t tokens, int64_t x_stride, const WeightMatrix
   }
   plan.chunk_k = plan.kc_cells * plan.k_per_cell;
   plan.chunks = ceil_div(k_in, plan.chunk_k);
-  const int64_t panels = ceil_div(n_out, plan.ks->nr);
+  int64_t panels = 0;
+  for (const MatmulOutput& o : outputs) panels += ceil_div(o.w->rows(), plan.ks->nr);
   plan.block_cols = (panels >= kPanelsPerBlock * kBlocksPerThread * max_threads() ? kPanelsPerBlock : 1) * plan.ks->nr;
-  plan.blocks = ceil_div(n_out, plan.block_cols);
+  std::vector<Target> targets;
+  int64_t blocks = 0;
+  for (const MatmulOutput& o : outputs) {
+    if (o.w->rows() == 0) continue;
+    targets.push_back(Target{o.w, o.y, o.y_stride, o.w->rows(), blocks, ceil_div(o.w->rows(), plan.block_cols)});
+    blocks += targets.back().blocks;
+  }
+  if (blocks == 0) return;
 
   const int64_t rows_per_block = std::max<int64_t>(plan.ks->mr, kRowsPerBlock / plan.ks->mr * plan.ks->mr);
   thread_local gemm::ScratchBuffer a_buffer;
@@ -211,10 +244,13 @@ void matmul(const float* x, int64_t tokens, int64_t x_stride, const WeightMatrix
     std::exception_ptr failure;
     std::atomic<bool> failed{false};
     std::mutex failure_mutex;
-    parallel_for_dynamic(0, plan.blocks, [&](int64_t block) {
+    parallel_for_dynamic(0, blocks, [&](int64_t block) {
       if (failed.load(std::memory_order_relaxed)) return;
       try {
-        run_block(plan, w, a_packed, slot_cells, m0, rows, block, y, y_stride, options.accumulate);
+        size_t i = 0;
+        while (block >= targets[i].first_block + targets[i].blocks) ++i;
+        run_block(plan, targets[i], a_packed, slot_cells, m0, rows, block - targets[i].first_block,
+                  options.accumulate);
       } catch (...) {
         const std::lock_guard<std::mutex> lock(failure_mutex);
         if (!failure) failure = std::current_exception();

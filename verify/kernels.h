@@ -134,6 +134,16 @@ struct MatmulOptions {
 //          except that vdpbf16ps flushes denormals)
 void matmul(const float* x, int64_t tokens, int64_t x_stride, const WeightMatrix& w, float* y, int64_t y_stride,
             const MatmulOptions& options = {});
+// Several products of the same x with weight matrices of the same width (Q, K, V of one input; an MLP's gate and up):
+// x is rounded and packed once and the output blocks of all the products share one parallel loop. Each y is
+// bit-identical to what matmul(x, tokens, x_stride, *w, y, y_stride, options) writes.
+struct MatmulOutput {
+  const WeightMatrix* w;
+  float* y;
+  int64_t y_stride;
+};
+void matmul_many(const float* x, int64_t tokens, int64_t x_stride, std::span<const MatmulOutput> outputs,
+                 const MatmulOptions& options = {});
 // Contiguous x [tokens, w.cols()] and y [tokens, w.rows()].
 inline void matmul(const float* x, int64_t tokens, const WeightMatrix& w, float* y, const MatmulOptions& options = {}) {
   matmul(x, tokens, w.cols(), w, y, w.rows(), options);

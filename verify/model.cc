@@ -139,8 +139,8 @@ float in_model_dtype(double value, ComputeMode mode) {
 void mlp_block(const LayerPlan& lp, const LayerWeights& w, const StepContext& ctx, const float* x, float* out) {
   const int64_t T = ctx.tokens, width = lp.intermediate_size;
   Buffer gate = ctx.take(T * width), up = ctx.take(T * width);
-  project(ctx, x, *w.mlp_gate, gate.data());
-  project(ctx, x, *w.mlp_up, up.data());
+  const MatmulOutput gate_and_up[] = {{w.mlp_gate.get(), gate.data(), width}, {w.mlp_up.get(), up.data(), width}};
+  matmul_many(x, T, w.mlp_gate->cols(), gate_and_up, ctx.matmul);  // x packed once for both
   const GluActivation act = ctx.plan->gelu_tanh ? GluActivation::kGeluTanh : GluActivation::kSilu;
   for_each_token(ctx, [&](int64_t t) {
     glu(act, gate.data() + t * width, up.data() + t * width, gate.data() + t * width, width);
