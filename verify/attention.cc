@@ -58,11 +58,6 @@ void portable_values(const float* p, int rows, const int64_t* begin, const int64
   }
 }
 
-const attention::KernelSet& choose_kernels() {
-  static const attention::KernelSet portable{portable_scores, portable_values};
-  return active_cpu_isa() == CpuIsa::kAvx512 ? attention::avx512_kernels() : portable;
-}
-
 void check_params(const AttentionParams& p, int64_t tokens, int64_t cache_len) {
   const bool heads_ok = p.q_heads > 0 && p.kv_heads > 0 && p.q_heads % p.kv_heads == 0;
   if (!heads_ok || p.head_dim <= 0 || tokens < 0 || cache_len < tokens || p.sliding_window < 0) {
@@ -76,53 +71,56 @@ void check_params(const AttentionParams& p, int64_t tokens, int64_t cache_len) {
   }
 }
 
-// Scores → probabilities in place for the block's queries (lanes), query `lane` over its keys [begin, end):
-//   s = round(round(raw) · scale); p = round(exp(s - max) / Σ exp(s - max)), the sum in increasing key order.
-// With f32 activations a vector of lanes goes at once (a lane outside its keys keeps its max and adds nothing), else
-// lane by lane with the roundings; both use vector_exp.h's exp, so a lane's bits never depend on its neighbours.
-void softmax_block(float* s, int rows, const int64_t* begin, const int64_t* end, float scale, DType act) {
+// Softmax of the f32-activation case (attention_internal.h): a vector of lanes at a time; a lane outside its keys
+// keeps its max and adds nothing, so a lane's bits never depend on its neighbours.
+void portable_softmax(float* s, int rows, const int64_t* begin, const int64_t* end, float scale) {
   using vexp::F32x4;
   using vexp::I32x4;
-  if (act == DType::kF32) {
-    for (int lane0 = 0; lane0 < rows; lane0 += vexp::kLanes) {
-      I32x4 lane_begin{}, lane_end{};  // lanes ≥ rows: an empty range
-      int64_t j_begin = begin[lane0], j_end = end[lane0];
-      for (int l = 0; l < vexp::kLanes && lane0 + l < rows; ++l) {
-        lane_begin[l] = static_cast<int32_t>(begin[lane0 + l]);
-        lane_end[l] = static_cast<int32_t>(end[lane0 + l]);
-        j_begin = std::min(j_begin, begin[lane0 + l]);
-        j_end = std::max(j_end, end[lane0 + l]);
-      }
-      const auto in_range = [&](int64_t j) {
-        const I32x4 key = I32x4{} + static_cast<int32_t>(j);
-        return (key >= lane_begin) & (key < lane_end);
-      };
-      float* column = s + lane0;  // row j of these lanes: column + j · kQueryLanes
-      F32x4 max_score = vexp::splat(-INFINITY);
-      for (int64_t j = j_begin; j < j_end; ++j) {
-        F32x4 value;
-        std::memcpy(&value, column + j * kQueryLanes, sizeof value);
-        value = value * scale;
-        std::memcpy(column + j * kQueryLanes, &value, sizeof value);
-        max_score = vexp::select(in_range(j) & (max_score < value), value, max_score);  // std::max(max, value)
-      }
-      F32x4 sum{};
-      for (int64_t j = j_begin; j < j_end; ++j) {
-        F32x4 value;
-        std::memcpy(&value, column + j * kQueryLanes, sizeof value);
-        value = vexp::exp4(value - max_score);
-        std::memcpy(column + j * kQueryLanes, &value, sizeof value);
-        sum = sum + vexp::select(in_range(j), value, F32x4{});
-      }
-      for (int64_t j = j_begin; j < j_end; ++j) {
-        F32x4 value;
-        std::memcpy(&value, column + j * kQueryLanes, sizeof value);
-        value = value / sum;
-        std::memcpy(column + j * kQueryLanes, &value, sizeof value);
-      }
+  for (int lane0 = 0; lane0 < rows; lane0 += vexp::kLanes) {
+    I32x4 lane_begin{}, lane_end{};  // lanes ≥ rows: an empty range
+    int64_t j_begin = begin[lane0], j_end = end[lane0];
+    for (int l = 0; l < vexp::kLanes && lane0 + l < rows; ++l) {
+      lane_begin[l] = static_cast<int32_t>(begin[lane0 + l]);
+      lane_end[l] = static_cast<int32_t>(end[lane0 + l]);
+      j_begin = std::min(j_begin, begin[lane0 + l]);
+      j_end = std::max(j_end, end[lane0 + l]);
     }
-    return;
+    const auto in_range = [&](int64_t j) {
+      const I32x4 key = I32x4{} + static_cast<int32_t>(j);
+      return (key >= lane_begin) & (key < lane_end);
+    };
+    float* column = s + lane0;  // row j of these lanes: column + j · kQueryLanes
+    F32x4 max_score = vexp::splat(-INFINITY);
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      F32x4 value;
+      std::memcpy(&value, column + j * kQueryLanes, sizeof value);
+      value = value * scale;
+      std::memcpy(column + j * kQueryLanes, &value, sizeof value);
+      max_score = vexp::select(in_range(j) & (max_score < value), value, max_score);  // std::max(max, value)
+    }
+    F32x4 sum{};
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      F32x4 value;
+      std::memcpy(&value, column + j * kQueryLanes, sizeof value);
+      value = vexp::exp4(value - max_score);
+      std::memcpy(column + j * kQueryLanes, &value, sizeof value);
+      sum = sum + vexp::select(in_range(j), value, F32x4{});
+    }
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      F32x4 value;
+      std::memcpy(&value, column + j * kQueryLanes, sizeof value);
+      value = value / sum;
+      std::memcpy(column + j * kQueryLanes, &value, sizeof value);
+    }
   }
+}
+
+// Scores → probabilities in place for the block's queries (lanes), query `lane` over its keys [begin, end):
+//   s = round(round(raw) · scale); p = round(exp(s - max) / Σ exp(s - max)), the sum in increasing key order.
+// f32 activations: the kernel set's softmax; else lane by lane with the roundings (vector_exp.h's exp as well).
+void softmax_block(const attention::KernelSet& kernels, float* s, int rows, const int64_t* begin, const int64_t* end,
+                   float scale, DType act) {
+  if (act == DType::kF32) return kernels.softmax(s, rows, begin, end, scale);
   for (int lane = 0; lane < rows; ++lane) {
     float max_score = -INFINITY;
     for (int64_t j = begin[lane]; j < end[lane]; ++j) {
@@ -143,6 +141,11 @@ void softmax_block(float* s, int rows, const int64_t* begin, const int64_t* end,
   }
 }
 
+const attention::KernelSet& choose_kernels() {
+  static const attention::KernelSet portable{portable_scores, portable_softmax, portable_values};
+  return active_cpu_isa() == CpuIsa::kAvx512 ? attention::avx512_kernels() : portable;
+}
+
 }  // namespace
 
 void causal_attention(const AttentionParams& p, const float* q, int64_t tokens, const float* k, const float* v,
@@ -160,7 +163,9 @@ void causal_attention(const AttentionParams& p, const float* q, int64_t tokens, 
     return p.sliding_window > 0 ? std::max<int64_t>(0, past + t - p.sliding_window + 1) : int64_t{0};
   };
 
-  parallel_for(0, p.q_heads * blocks, 1, [&](int64_t item) {
+  // Dynamic scheduling: causal blocks grow with their position, and on a shared machine a descheduled thread should
+  // not hold back a fixed half of the items (which thread computes an item never changes its bits).
+  parallel_for_dynamic(0, p.q_heads * blocks, [&](int64_t item) {
     const int64_t head = item / blocks, kv_head = head / group;
     const int64_t t0 = (item % blocks) * kQueryLanes;
     const int rows = static_cast<int>(std::min<int64_t>(kQueryLanes, tokens - t0));
@@ -181,7 +186,7 @@ void causal_attention(const AttentionParams& p, const float* q, int64_t tokens, 
       begin[lane] = first_key(t0 + lane) - key0;
       end[lane] = past + t0 + lane + 1 - key0;
     }
-    softmax_block(s, rows, begin, end, p.scale, act);
+    softmax_block(kernels, s, rows, begin, end, p.scale, act);
     float* o = out + t0 * q_stride + head * d;
     kernels.values(s, rows, begin, end, v + key0 * kv_stride + kv_head * d, kv_stride, d, o, q_stride);
     if (act != DType::kF32) {

@@ -3,6 +3,7 @@
 //
 // Scores: one zmm holds one dimension of the block's 16 queries, so a key's 16 scores are one chain of vmulps +
 // vaddps over the head dimension; 8 keys are in flight at once to hide the add latency.
+// Softmax: 16 queries at once, with vector_exp.h's exponential rewritten op for op in AVX-512.
 // Values: 4 queries × 64 dimensions (16 accumulators) per pass over the keys, each value row loaded once for the 4.
 // Products and sums use the *_round_ps intrinsics (round to nearest, the default mode): they are builtins, not the
 // vector `*` and `+` of the plain intrinsics, so GCC cannot contract them into an FMA and the sums stay identical
@@ -28,7 +29,37 @@ constexpr int kQueriesPerPass = 4;
 constexpr int kVectorsPerPass = 4;  // 64 dimensions
 
 HX_TARGET_AVX512 inline __m512 add(__m512 a, __m512 b) { return _mm512_add_round_ps(a, b, kRound); }
+HX_TARGET_AVX512 inline __m512 sub(__m512 a, __m512 b) { return _mm512_sub_round_ps(a, b, kRound); }
 HX_TARGET_AVX512 inline __m512 mul(__m512 a, __m512 b) { return _mm512_mul_round_ps(a, b, kRound); }
+HX_TARGET_AVX512 inline __m512 div(__m512 a, __m512 b) { return _mm512_div_round_ps(a, b, kRound); }
+HX_TARGET_AVX512 inline __m512 splat(float v) { return _mm512_set1_ps(v); }
+
+// vector_exp.h's exp4, operation for operation (same constants, same roundings), on 16 lanes.
+HX_TARGET_AVX512 __m512 exp16(__m512 x) {
+  const __mmask16 below = _mm512_cmp_ps_mask(x, splat(-104.0f), _CMP_LT_OQ);
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  const __mmask16 above = _mm512_cmp_ps_mask(x, splat(89.0f), _CMP_GT_OQ);
+  __m512 xc = _mm512_mask_mov_ps(x, nan, _mm512_setzero_ps());
+  xc = _mm512_mask_mov_ps(xc, above, splat(89.0f));
+  xc = _mm512_mask_mov_ps(xc, below, splat(-104.0f));
+  const __m512 n = sub(add(mul(xc, splat(1.44269504088896341f)), splat(12582912.0f)), splat(12582912.0f));
+  __m512 r = sub(xc, mul(n, splat(0.693359375f)));
+  r = sub(r, mul(n, splat(-2.12194440e-4f)));
+  __m512 p = splat(1.9875691500e-4f);
+  p = add(mul(p, r), splat(1.3981999507e-3f));
+  p = add(mul(p, r), splat(8.3334519073e-3f));
+  p = add(mul(p, r), splat(4.1665795894e-2f));
+  p = add(mul(p, r), splat(1.6666665459e-1f));
+  p = add(mul(p, r), splat(5.0000001201e-1f));
+  const __m512 y = add(add(mul(p, mul(r, r)), r), splat(1.0f));
+  const __m512i ni = _mm512_cvttps_epi32(n);
+  const __m512i half = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);  // ni / 2 (C++)
+  const __m512i bias = _mm512_set1_epi32(127);
+  const __m512 scale_a = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(ni, half), bias), 23));
+  const __m512 scale_b = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(half, bias), 23));
+  const __m512 result = mul(mul(y, scale_a), scale_b);
+  return _mm512_mask_mov_ps(_mm512_mask_mov_ps(result, below, _mm512_setzero_ps()), nan, x);
+}
 
 template <int Keys>
 HX_TARGET_AVX512 void scores_of_keys(const float* qt, const float* k, int64_t k_stride, int64_t d, float* s) {
@@ -50,6 +81,39 @@ HX_TARGET_AVX512 void scores(const float* qt, const float* k, int64_t k_stride, 
     scores_of_keys<kKeysInFlight>(qt, k + j * k_stride, k_stride, d, s + j * kQueryLanes);
   }
   for (; j < keys; ++j) scores_of_keys<1>(qt, k + j * k_stride, k_stride, d, s + j * kQueryLanes);
+}
+
+// The 16 lanes at once; a lane outside its keys keeps its max and adds nothing (as the portable lane-by-lane loop).
+HX_TARGET_AVX512 void softmax(float* s, int rows, const int64_t* begin, const int64_t* end, float scale) {
+  alignas(64) int32_t lane_begin[kQueryLanes] = {}, lane_end[kQueryLanes] = {};  // lanes ≥ rows: empty ranges
+  int64_t j_begin = begin[0], j_end = end[0];
+  for (int lane = 0; lane < rows; ++lane) {
+    lane_begin[lane] = static_cast<int32_t>(begin[lane]);
+    lane_end[lane] = static_cast<int32_t>(end[lane]);
+    j_begin = std::min(j_begin, begin[lane]);
+    j_end = std::max(j_end, end[lane]);
+  }
+  const __m512i first = _mm512_load_si512(lane_begin), last = _mm512_load_si512(lane_end);
+  const auto in_range = [&](int64_t j) HX_TARGET_AVX512 {
+    const __m512i key = _mm512_set1_epi32(static_cast<int32_t>(j));
+    return static_cast<__mmask16>(_mm512_cmpge_epi32_mask(key, first) & _mm512_cmplt_epi32_mask(key, last));
+  };
+  __m512 max_score = splat(-__builtin_inff());
+  for (int64_t j = j_begin; j < j_end; ++j) {
+    const __m512 value = mul(_mm512_load_ps(s + j * kQueryLanes), splat(scale));
+    _mm512_store_ps(s + j * kQueryLanes, value);
+    const __mmask16 larger = in_range(j) & _mm512_cmp_ps_mask(max_score, value, _CMP_LT_OQ);
+    max_score = _mm512_mask_mov_ps(max_score, larger, value);
+  }
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t j = j_begin; j < j_end; ++j) {
+    const __m512 e = exp16(sub(_mm512_load_ps(s + j * kQueryLanes), max_score));
+    _mm512_store_ps(s + j * kQueryLanes, e);
+    sum = add(sum, _mm512_maskz_mov_ps(in_range(j), e));
+  }
+  for (int64_t j = j_begin; j < j_end; ++j) {
+    _mm512_store_ps(s + j * kQueryLanes, div(_mm512_load_ps(s + j * kQueryLanes), sum));
+  }
 }
 
 // Up to kQueriesPerPass queries (lanes lane0 …) × dims [c0, c0 + 64) ∩ [0, d).
@@ -115,7 +179,7 @@ HX_TARGET_AVX512 void values(const float* p, int rows, const int64_t* begin, con
 }  // namespace
 
 const KernelSet& avx512_kernels() {
-  static const KernelSet set{scores, values};
+  static const KernelSet set{scores, softmax, values};
   return set;
 }
 

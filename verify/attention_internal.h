@@ -22,8 +22,13 @@ using ScoresKernel = void (*)(const float* qt, const float* k, int64_t k_stride,
 using ValuesKernel = void (*)(const float* p, int rows, const int64_t* begin, const int64_t* end, const float* v,
                               int64_t v_stride, int64_t d, float* out, int64_t out_stride);
 
+// With f32 activations, scores → probabilities in place for lanes < rows, lane over its keys [begin, end):
+// s = s · scale; p = exp(s - max) / Σ exp(s - max) with vector_exp.h's exp, the sum in increasing key order.
+using SoftmaxKernel = void (*)(float* s, int rows, const int64_t* begin, const int64_t* end, float scale);
+
 struct KernelSet {
   ScoresKernel scores;
+  SoftmaxKernel softmax;
   ValuesKernel values;
 };
 
