@@ -101,19 +101,23 @@ using U16x16 = uint16_t __attribute__((vector_size(32)));
 HX_QUANT_INLINE F32x16 load16(const uint16_t* p) {
   U16x16 h;
   std::memcpy(&h, p, sizeof(h));
-  return as_float(__builtin_convertvector(h, I32x16) << 16);
+  // Each bf16 interleaved above a zero half: one vpermi2w on AVX-512 (a conversion to 32-bit lanes and a shift take
+  // five instructions there with GCC 12).
+  const U16x16 zeros = {};
+  return std::bit_cast<F32x16>(__builtin_shufflevector(zeros, h, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
 }
 
 HX_QUANT_INLINE F32x16 abs16(F32x16 x) { return as_float(as_int(x) & 0x7fffffff); }
 
-// clamp(round_half_even(w·s' + z), 0, 15), clamping to [−1, 16] first: the same integer after the final clamp,
-// and within round_half_even_small's range.
+// clamp(round_half_even(w·s' + z), 0, 15), computed as round_half_even(clamp(w·s' + z, 0, 15)): rounding is
+// monotonic and 0 and 15 are integers, so both give the same integer — only the sign of a zero code can differ
+// (−0 where w·s' + z rounds up to it from [−0.5, 0)), and a ±0 code enters the solver's sums and the
+// dequantization as q − z and q − w·s', where either zero gives the same value and bits (the sums start at +0).
 HX_QUANT_INLINE F32x16 quantize_codes16(F32x16 w, float multiplier, float zero) {
   F32x16 v = w * multiplier + zero;
-  v = where(v < -1.0f, splat<F32x16>(-1.0f), v);
-  v = where(v > 16.0f, splat<F32x16>(16.0f), v);
-  const F32x16 q = round_half_even_small(v);
-  return where(q < 0.0f, splat<F32x16>(0.0f), where(q > 15.0f, splat<F32x16>(15.0f), q));
+  v = where(v < 0.0f, splat<F32x16>(0.0f), where(v > 15.0f, splat<F32x16>(15.0f), v));
+  return round_half_even_small(v);
 }
 
 // The sum of 16 float lanes in double, in a fixed tree: lane l + lane l+8, then l + l+4, l + l+2, l + l+1. The
@@ -164,43 +168,86 @@ float shrink_threshold(float beta_inverse, float exponent) {
   return static_cast<float>(std::pow(static_cast<double>(beta_inverse), 1.0 / (1.0 - static_cast<double>(exponent))) * 0.999);
 }
 
+// The group means of up to 8 groups at once: for each group, its 16 lanes folded in double by fold16's tree
+// (a[i] = l[i] + l[i+8], b[i] = a[i] + a[i+4], c[i] = b[i] + b[i+2], c[0] + c[1]) and divided by the group size —
+// the same additions of the same operands as fold16, lane by lane, with the groups side by side in the vectors
+// (8 groups cost about as much as 2 folds one at a time). Writes `count` (≤ 8) means to `out`.
+HX_QUANT_INLINE void group_means8(const F32x16 sums[8], int count, int group_size, float* out) {
+  F64x8 a[8];
+  for (int g = 0; g < 8; ++g) {
+    const F32x8 lo = __builtin_shufflevector(sums[g], sums[g], 0, 1, 2, 3, 4, 5, 6, 7);
+    const F32x8 hi = __builtin_shufflevector(sums[g], sums[g], 8, 9, 10, 11, 12, 13, 14, 15);
+    a[g] = __builtin_convertvector(lo, F64x8) + __builtin_convertvector(hi, F64x8);
+  }
+  F64x8 b[4];  // groups 2i and 2i+1: their b[0..3] side by side
+  for (int i = 0; i < 4; ++i)
+    b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(a[2 * i], a[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+  F64x8 c[2];  // groups 4i .. 4i+3: their c[0..1]
+  for (int i = 0; i < 2; ++i)
+    c[i] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13) +
+           __builtin_shufflevector(b[2 * i], b[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
+  const F64x8 total = __builtin_shufflevector(c[0], c[1], 0, 2, 4, 6, 8, 10, 12, 14) +
+                      __builtin_shufflevector(c[0], c[1], 1, 3, 5, 7, 9, 11, 13, 15);
+  const F32x8 means = __builtin_convertvector(total / static_cast<double>(group_size), F32x8);
+  std::memcpy(out, &means, static_cast<size_t>(count) * sizeof(float));
+}
+
 // One solver iteration over the groups of one row: updates `zero` in place, returns Σ|W − W_r| of the row (summed
 // in 16 float lanes over the whole row — lane = column % 16 — and folded once; it only decides when to stop).
 // Each group is first computed as if nothing shrinks (W_e = 0, so W − W_e = W exactly); only when its largest |d|
-// reaches the threshold is it computed again with the shrink (see shrink_threshold).
+// reaches the threshold is it computed again with the shrink (see shrink_threshold). Groups go 8 at a time: one
+// threshold test for the 8 (each group tested on its own only when one of them reaches it) and one fold for their
+// means (group_means8); a group's new zero is stored after the batch, since the shrink pass still needs the old one.
 template <typename In>  // float, or uint16_t for BF16 bits
 HX_QUANT_INLINE double row_iteration_kernel(const In* x, int64_t cols, int group_size, const float* multiplier,
                                             float* zero, float beta_inverse, float threshold, const PowConstants& k) {
+  constexpr int kBatch = 8;
   const F32x16 all_codes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   F32x16 error_lanes = {};
-  for (int64_t g = 0; g < cols / group_size; ++g) {
-    const float s = multiplier[g], z = zero[g];
-    const In* xg = x + g * group_size;
-    // W_r = (W_q − z) / s' takes one of 16 values per group: divide once per group (the same quotients, so the
-    // same bits), then look each one up by its code (one vpermps on AVX-512).
-    const F32x16 dequantized = (all_codes - z) / s;
-    F32x16 zero_lanes = {}, largest = {};
-    for (int j = 0; j < group_size; j += kLanes) {
-      const F32x16 w = load16(xg + j);
-      const F32x16 wq = quantize_codes16(w, s, z);
-      const F32x16 ad = abs16(w - lookup16(dequantized, to_int(wq)));
-      error_lanes += ad;
-      largest = where(ad > largest, ad, largest);
-      zero_lanes += wq - w * s;
-    }
-    if (any_lane(largest >= threshold)) {  // rare: the group again, with the shrink
-      zero_lanes = F32x16{};
+  const int64_t groups = cols / group_size;
+  for (int64_t g0 = 0; g0 < groups; g0 += kBatch) {
+    const int count = static_cast<int>(std::min<int64_t>(kBatch, groups - g0));
+    F32x16 zero_lanes[kBatch] = {}, largest[kBatch] = {}, largest_of_batch = {};
+    for (int b = 0; b < count; ++b) {
+      const float s = multiplier[g0 + b], z = zero[g0 + b];
+      const In* xg = x + (g0 + b) * group_size;
+      // W_r = (W_q − z) / s' takes one of 16 values per group: divide once per group (the same quotients, so the
+      // same bits), then look each one up by its code (one vpermps on AVX-512).
+      const F32x16 dequantized = (all_codes - z) / s;
+      F32x16 sum = {}, top = {};
       for (int j = 0; j < group_size; j += kLanes) {
         const F32x16 w = load16(xg + j);
         const F32x16 wq = quantize_codes16(w, s, z);
-        const F32x16 d = w - lookup16(dequantized, to_int(wq));
-        F32x16 shrunk = abs16(d) - beta_inverse * pow_kernel(abs16(d), k);
-        shrunk = where(shrunk > 0.0f, shrunk, splat<F32x16>(0.0f));
-        const F32x16 we = as_float(as_int(shrunk) | (as_int(d) & int32_t(0x80000000u)));  // sign(d)·relu(…)
-        zero_lanes += wq - (w - we) * s;
+        const F32x16 ad = abs16(w - lookup16(dequantized, to_int(wq)));
+        error_lanes += ad;
+        top = where(ad > top, ad, top);
+        sum += wq - w * s;
+      }
+      zero_lanes[b] = sum;
+      largest[b] = top;
+      largest_of_batch = where(top > largest_of_batch, top, largest_of_batch);
+    }
+    if (any_lane(largest_of_batch >= threshold)) {  // rare: the groups that reach it again, with the shrink
+      for (int b = 0; b < count; ++b) {
+        if (!any_lane(largest[b] >= threshold)) continue;
+        const float s = multiplier[g0 + b], z = zero[g0 + b];
+        const In* xg = x + (g0 + b) * group_size;
+        const F32x16 dequantized = (all_codes - z) / s;
+        F32x16 sum = {};
+        for (int j = 0; j < group_size; j += kLanes) {
+          const F32x16 w = load16(xg + j);
+          const F32x16 wq = quantize_codes16(w, s, z);
+          const F32x16 d = w - lookup16(dequantized, to_int(wq));
+          F32x16 shrunk = abs16(d) - beta_inverse * pow_kernel(abs16(d), k);
+          shrunk = where(shrunk > 0.0f, shrunk, splat<F32x16>(0.0f));
+          const F32x16 we = as_float(as_int(shrunk) | (as_int(d) & int32_t(0x80000000u)));  // sign(d)·relu(…)
+          sum += wq - (w - we) * s;
+        }
+        zero_lanes[b] = sum;
       }
     }
-    zero[g] = static_cast<float>(fold16(zero_lanes) / group_size);
+    group_means8(zero_lanes, count, group_size, zero + g0);
   }
   return fold16(error_lanes);
 }
