@@ -1256,15 +1256,20 @@ TEST(VerifyKernelsVectorExp, WithinTwoUlpsAndSpecialValuesAsExpf) {
   EXPECT_GT(vexp::exp_scalar(-100.0f), 0.0f) << "subnormal results are kept, not flushed";
 }
 
-// glu's vector SiLU path must give exactly silu(gate) · up, value by value (tails included).
-TEST(VerifyKernelsVectorExp, GluSiluEqualsTheScalarComposition) {
-  const int64_t n = 1001;  // not a multiple of the vector width
-  const auto gate = normal_floats(static_cast<size_t>(n), 93, 6.0f);
+// glu's vector SiLU paths (4 lanes portable, 16 lanes AVX-512) must give exactly silu(gate) · up, value by value
+// (tails, huge gates and specials included).
+TEST_P(VerifyKernelsPerIsa, GluSiluEqualsTheScalarComposition) {
+  const int64_t n = 1001;  // not a multiple of either vector width
+  auto gate = normal_floats(static_cast<size_t>(n), 93, 6.0f);
   const auto up = normal_floats(static_cast<size_t>(n), 94);
+  const float specials[] = {0.0f, -0.0f, 95.0f, -95.0f, 200.0f, -200.0f, INFINITY, -INFINITY, 1e-30f, -88.5f};
+  std::copy(std::begin(specials), std::end(specials), gate.begin() + 500);
+  KernelScope scope(GetParam(), 1);
   std::vector<float> out(static_cast<size_t>(n));
   glu(GluActivation::kSilu, gate.data(), up.data(), out.data(), n);
   for (size_t i = 0; i < out.size(); ++i) {
-    ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(silu(gate[i]) * up[i])) << "at " << i;
+    ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(silu(gate[i]) * up[i]))
+        << "at " << i << ", gate " << gate[i];
   }
 }
 

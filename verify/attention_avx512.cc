@@ -5,9 +5,8 @@
 // vaddps over the head dimension; 8 keys are in flight at once to hide the add latency.
 // Softmax: 16 queries at once, with vector_exp.h's exponential rewritten op for op in AVX-512.
 // Values: 4 queries × 64 dimensions (16 accumulators) per pass over the keys, each value row loaded once for the 4.
-// Products and sums use the *_round_ps intrinsics (round to nearest, the default mode): they are builtins, not the
-// vector `*` and `+` of the plain intrinsics, so GCC cannot contract them into an FMA and the sums stay identical
-// to the portable kernels'.
+// Products and sums go through vector_exp_avx512.h's add/mul (no FMA contraction), so the sums stay identical to the
+// portable kernels'.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"  // GCC bug 105593, see gemm_avx512.cc
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -17,49 +16,16 @@
 #include <algorithm>
 
 #include "verify/attention_internal.h"
-
-#define HX_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#include "verify/vector_exp_avx512.h"
 
 namespace hx::attention {
 namespace {
 
-constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+using namespace hx::vexp512;
+
 constexpr int kKeysInFlight = 8;
 constexpr int kQueriesPerPass = 4;
 constexpr int kVectorsPerPass = 4;  // 64 dimensions
-
-HX_TARGET_AVX512 inline __m512 add(__m512 a, __m512 b) { return _mm512_add_round_ps(a, b, kRound); }
-HX_TARGET_AVX512 inline __m512 sub(__m512 a, __m512 b) { return _mm512_sub_round_ps(a, b, kRound); }
-HX_TARGET_AVX512 inline __m512 mul(__m512 a, __m512 b) { return _mm512_mul_round_ps(a, b, kRound); }
-HX_TARGET_AVX512 inline __m512 div(__m512 a, __m512 b) { return _mm512_div_round_ps(a, b, kRound); }
-HX_TARGET_AVX512 inline __m512 splat(float v) { return _mm512_set1_ps(v); }
-
-// vector_exp.h's exp4, operation for operation (same constants, same roundings), on 16 lanes.
-HX_TARGET_AVX512 __m512 exp16(__m512 x) {
-  const __mmask16 below = _mm512_cmp_ps_mask(x, splat(-104.0f), _CMP_LT_OQ);
-  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  const __mmask16 above = _mm512_cmp_ps_mask(x, splat(89.0f), _CMP_GT_OQ);
-  __m512 xc = _mm512_mask_mov_ps(x, nan, _mm512_setzero_ps());
-  xc = _mm512_mask_mov_ps(xc, above, splat(89.0f));
-  xc = _mm512_mask_mov_ps(xc, below, splat(-104.0f));
-  const __m512 n = sub(add(mul(xc, splat(1.44269504088896341f)), splat(12582912.0f)), splat(12582912.0f));
-  __m512 r = sub(xc, mul(n, splat(0.693359375f)));
-  r = sub(r, mul(n, splat(-2.12194440e-4f)));
-  __m512 p = splat(1.9875691500e-4f);
-  p = add(mul(p, r), splat(1.3981999507e-3f));
-  p = add(mul(p, r), splat(8.3334519073e-3f));
-  p = add(mul(p, r), splat(4.1665795894e-2f));
-  p = add(mul(p, r), splat(1.6666665459e-1f));
-  p = add(mul(p, r), splat(5.0000001201e-1f));
-  const __m512 y = add(add(mul(p, mul(r, r)), r), splat(1.0f));
-  const __m512i ni = _mm512_cvttps_epi32(n);
-  const __m512i half = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);  // ni / 2 (C++)
-  const __m512i bias = _mm512_set1_epi32(127);
-  const __m512 scale_a = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(ni, half), bias), 23));
-  const __m512 scale_b = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(half, bias), 23));
-  const __m512 result = mul(mul(y, scale_a), scale_b);
-  return _mm512_mask_mov_ps(_mm512_mask_mov_ps(result, below, _mm512_setzero_ps()), nan, x);
-}
 
 template <int Keys>
 HX_TARGET_AVX512 void scores_of_keys(const float* qt, const float* k, int64_t k_stride, int64_t d, float* s) {
