@@ -7,12 +7,13 @@ Prints one table row per shape y[T, N] = x[T, K] · W[N, K]ᵀ:
   * torch f32  — torch.matmul of float32 tensors (Debian's torch 1.13 uses a generic BLAS here: slow, for scale);
   * ours bf16  — MatmulCompute::kBF16 (vdpbf16ps), bf16 weights, and its share of the vdpbf16ps peak;
   * torch bf16 — torch.matmul of bfloat16 tensors (oneDNN), and the ratio ours / torch.
-GFLOP/s counts 2·T·K·N. Two tables: wall-clock, and CPU-normalised = flops · threads / process CPU seconds, which
-stays meaningful when other processes share the cores (it equals the wall figure on an idle machine, minus OpenMP
-spin-waiting). Every number is the best of --rounds rounds; each round times ours and torch's back to back.
+GFLOP/s counts 2·T·K·N, per call averaged over a round of at least --min-time seconds for both sides (Google
+Benchmark's mean for ours, the same loop for torch). Two tables: wall-clock, and CPU-normalised = flops · threads /
+process CPU seconds, which stays meaningful when other processes share the cores (it equals the wall figure on an
+idle machine, minus OpenMP spin-waiting). Every number is the best of --rounds rounds; each round times ours and torch's back to back.
 
 usage: bench/gemm_vs_torch.py --bench build/bench/kernels_bench [--threads 2] [--rounds 3] [--no-torch-f32]
-                              [--shapes 256x4096x4096,1x4096x4096]
+                              [--shapes 256x4096x4096,1x4096x4096 | --shapes tinyllama]
 """
 import argparse
 import json
@@ -24,6 +25,10 @@ import time
 import torch
 
 SHAPES = [(256, 4096, 4096), (1, 4096, 4096), (256, 1536, 6144), (256, 6144, 1536), (64, 6144, 6144)]
+# --shapes tinyllama: the products of bench/forward_vs_torch.py's 1.1 B model at T = 256 (q/o, k/v, gate/up, down,
+# head) and one decode step.
+TINYLLAMA_SHAPES = [(256, 2048, 2048), (256, 2048, 256), (256, 2048, 5632), (256, 5632, 2048), (256, 2048, 32000),
+                    (1, 2048, 5632)]
 
 
 def run_bench(binary, threads, pattern, min_time):
@@ -48,19 +53,20 @@ def torch_gflops(t, k, n, dtype, threads, min_seconds):
     x = torch.randn(t, k).to(dtype)
     w = torch.randn(n, k).to(dtype)
     torch.matmul(x, w.t())
-    # Wall: the best single call. CPU: the loop's total over its calls (the process clock of the other threads is
-    # only brought up to date at scheduler ticks, so per-call CPU deltas are not trustworthy).
-    best_wall, calls, start, cpu_start = float("inf"), 0, time.perf_counter(), time.process_time()
+    # Wall and CPU: the loop's totals over its calls, as Google Benchmark reports ours (a mean per call within a
+    # round; the best single call would favour torch on a shared machine, where some calls run undisturbed). The
+    # process clock of the other threads is only brought up to date at scheduler ticks, so per-call CPU deltas
+    # would not be trustworthy anyway.
+    calls, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while True:
-        t0 = time.perf_counter()
         torch.matmul(x, w.t())
-        best_wall = min(best_wall, time.perf_counter() - t0)
         calls += 1
         if time.perf_counter() - start > min_seconds:
             break
+    wall_per_call = (time.perf_counter() - start) / calls
     cpu_per_call = (time.process_time() - cpu_start) / calls
     flops = 2.0 * t * k * n / 1e9
-    return flops / best_wall, flops / cpu_per_call * threads
+    return flops / wall_per_call, flops / cpu_per_call * threads
 
 
 def main():
@@ -71,9 +77,11 @@ def main():
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per measurement")
     parser.add_argument("--no-torch-f32", action="store_true", help="skip torch's (slow) float32 matmul")
     parser.add_argument("--shapes", default=",".join("%dx%dx%d" % s for s in SHAPES),
-                        help="comma-separated TxKxN among those kernels_bench registers (default: all)")
+                        help="comma-separated TxKxN among those kernels_bench registers (default: all), or "
+                             "'tinyllama' for the forward benchmark's model")
     args = parser.parse_args()
-    shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
+    shapes = TINYLLAMA_SHAPES if args.shapes == "tinyllama" else [
+        tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
     torch.set_num_threads(args.threads)
 
     peaks = {"fma": (0.0, 0.0), "dot": (0.0, 0.0)}

@@ -148,6 +148,13 @@ void matmul_shapes(benchmark::internal::Benchmark* b) {
       b->Args({s[0], s[1], s[2], 1, compute, 1});  // bf16 weights (the checkpoints' dtype)
     }
   }
+  // The 1.1 B TinyLlama-shaped model of bench/forward_vs_torch.py (bf16 weights): q/o, k/v, gate/up, down, the head,
+  // and a decode step of gate/up.
+  const std::vector<std::vector<int64_t>> model_shapes = {{256, 2048, 2048}, {256, 2048, 256}, {256, 2048, 5632},
+                                                          {256, 5632, 2048}, {256, 2048, 32000}, {1, 2048, 5632}};
+  for (const auto& s : model_shapes) {
+    for (int64_t compute : {0, 1}) b->Args({s[0], s[1], s[2], 1, compute, 1});
+  }
   b->Args({256, 4096, 4096, 2, 0, 1});  // f16 weights
   b->Args({256, 4096, 4096, 3, 0, 1});  // fp8 e4m3 weights
   b->Args({64, 1024, 1024, 1, 0, 0});   // the portable path, for scale

@@ -75,22 +75,31 @@ void pack_a_chunk(const Plan& plan, const float* x, int64_t x_stride, int64_t m0
   for (int64_t tile0 = 0; tile0 < rows; tile0 += mr) {
     const int64_t tile_rows = std::min(mr, rows - tile0);
     const int64_t offset = tile0 * cells;  // in cells
+    if (plan.ks->bf16) {
+      // Round the tile's row segments in contiguous (vectorisable) passes, then write the panel cell by cell, each
+      // cell's rows as consecutive 32-bit pairs (sequential stores, a few sequential read streams).
+      thread_local std::vector<uint32_t> rounded;  // [tile_rows][cells]: bf16 pairs, even k in the low half
+      rounded.resize(static_cast<size_t>(tile_rows * cells));
+      for (int64_t m = 0; m < tile_rows; ++m) {
+        const float* src = x + (m0 + tile0 + m) * x_stride + k0;
+        uint32_t* row = rounded.data() + m * cells;
+        const int64_t pairs = (k1 - k0) / 2;
+        for (int64_t cell = 0; cell < pairs; ++cell) {
+          row[cell] = f32_to_bf16(src[2 * cell]) | static_cast<uint32_t>(f32_to_bf16(src[2 * cell + 1])) << 16;
+        }
+        if (pairs < cells) row[pairs] = f32_to_bf16(src[2 * pairs]);  // odd K: the last pair's high half is zero
+      }
+      uint32_t* dst = static_cast<uint32_t*>(slot) + offset;
+      for (int64_t cell = 0; cell < cells; ++cell) {
+        const uint32_t* column = rounded.data() + cell;
+        for (int64_t m = 0; m < tile_rows; ++m) dst[cell * tile_rows + m] = column[m * cells];
+      }
+      continue;
+    }
+    float* dst = static_cast<float*>(slot) + offset;
     for (int64_t m = 0; m < tile_rows; ++m) {
       const float* src = x + (m0 + tile0 + m) * x_stride;
-      if (plan.ks->bf16) {
-        // Round the row segment in one contiguous (vectorisable) pass, then scatter its pairs into the panel.
-        thread_local std::vector<uint16_t> rounded;
-        rounded.assign(static_cast<size_t>(2 * cells), 0);
-        for (int64_t k = k0; k < k1; ++k) rounded[static_cast<size_t>(k - k0)] = f32_to_bf16(src[k]);
-        uint16_t* dst = static_cast<uint16_t*>(slot) + 2 * offset;
-        for (int64_t cell = 0; cell < cells; ++cell) {
-          dst[2 * (cell * tile_rows + m)] = rounded[static_cast<size_t>(2 * cell)];
-          dst[2 * (cell * tile_rows + m) + 1] = rounded[static_cast<size_t>(2 * cell + 1)];
-        }
-      } else {
-        float* dst = static_cast<float*>(slot) + offset;
-        for (int64_t cell = 0; cell < cells; ++cell) dst[cell * tile_rows + m] = src[k0 + cell];
-      }
+      for (int64_t cell = 0; cell < cells; ++cell) dst[cell * tile_rows + m] = src[k0 + cell];
     }
   }
 }
