@@ -319,9 +319,42 @@ struct AttentionCase {
   int64_t tokens, past, q_heads, kv_heads, head_dim, window;
 };
 
+// The definition (kernels.h causal_attention, which this file cannot include next to arch/), sums in double.
+std::vector<float> naive_attention(const CudaAttentionProblem& p, const std::vector<float>& q,
+                                   const std::vector<float>& k, const std::vector<float>& v) {
+  const int64_t d = p.head_dim, group = p.q_heads / p.kv_heads;
+  std::vector<float> out(q.size());
+  for (int64_t t = 0; t < p.tokens; ++t) {
+    const int64_t pos = p.cache_len - p.tokens + t;
+    const int64_t first = p.sliding_window > 0 ? std::max<int64_t>(0, pos - p.sliding_window + 1) : 0;
+    for (int64_t h = 0; h < p.q_heads; ++h) {
+      const float* query = &q[static_cast<size_t>((t * p.q_heads + h) * d)];
+      std::vector<double> scores;
+      for (int64_t j = first; j <= pos; ++j) {
+        const float* key = &k[static_cast<size_t>((j * p.kv_heads + h / group) * d)];
+        double dot = 0;
+        for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(query[i]) * key[i];
+        scores.push_back(dot * p.scale);
+      }
+      const double top = *std::max_element(scores.begin(), scores.end());
+      double total = 0;
+      for (double& score : scores) total += score = std::exp(score - top);
+      for (int64_t i = 0; i < d; ++i) {
+        double acc = 0;
+        for (int64_t j = first; j <= pos; ++j)
+          acc += scores[static_cast<size_t>(j - first)] * v[static_cast<size_t>((j * p.kv_heads + h / group) * d + i)];
+        out[static_cast<size_t>((t * p.q_heads + h) * d + i)] = static_cast<float>(acc / total);
+      }
+    }
+  }
+  return out;
+}
+
 class CudaAttentionKernels : public ::testing::TestWithParam<AttentionCase> {};
 
-TEST_P(CudaAttentionKernels, TensorCoresMatchTheF32Kernel) {
+// Prefill cases compare the tensor-core kernel with the f32 one; decode cases (few queries) take the split f32
+// kernel either way. Both are also held against the definition.
+TEST_P(CudaAttentionKernels, TensorCoresMatchTheF32KernelAndTheDefinition) {
   SKIP_WITHOUT_GPU();
   const AttentionCase& c = GetParam();
   CudaAttentionProblem p;
@@ -342,6 +375,9 @@ TEST_P(CudaAttentionKernels, TensorCoresMatchTheF32Kernel) {
   const std::vector<float> v = fill(k.size(), 1.0f);
   const std::vector<float> reference = cuda_causal_attention(p, q, k, v, false);
   const std::vector<float> fast = cuda_causal_attention(p, q, k, v, true);
+  const std::vector<float> exact = naive_attention(p, q, k, v);
+  EXPECT_LE(test::max_abs_difference(exact, reference), kTensorCoreAttentionTolerance) << "the f32 kernels";
+  EXPECT_LE(test::max_abs_difference(exact, fast), kTensorCoreAttentionTolerance) << "the tensor-core kernel";
   const double diff = test::max_abs_difference(reference, fast);
   std::printf("  T %lld past %lld heads %lld/%lld d %lld window %lld: max|Δ| %.3g\n", static_cast<long long>(c.tokens),
               static_cast<long long>(c.past), static_cast<long long>(c.q_heads), static_cast<long long>(c.kv_heads),
@@ -356,7 +392,10 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{300, 0, 4, 1, 96, 0}, AttentionCase{257, 40, 6, 3, 32, 0},
                       AttentionCase{200, 0, 8, 1, 128, 37}, AttentionCase{130, 70, 4, 2, 64, 64},
                       AttentionCase{96, 0, 2, 1, 256, 0}, AttentionCase{80, 0, 2, 1, 512, 16},
-                      AttentionCase{300, 20, 8, 1, 256, 100}, AttentionCase{170, 0, 4, 2, 512, 0}),
+                      AttentionCase{300, 20, 8, 1, 256, 100}, AttentionCase{170, 0, 4, 2, 512, 0},
+                      // decode: split key ranges of uneven lengths (64 heads: ~17 splits of 121 keys)
+                      AttentionCase{1, 2047, 64, 8, 96, 0}, AttentionCase{2, 700, 8, 1, 256, 512},
+                      AttentionCase{1, 1000, 8, 1, 512, 0}, AttentionCase{3, 300, 16, 2, 64, 0}),
     [](const ::testing::TestParamInfo<AttentionCase>& param) {
       const AttentionCase& c = param.param;
       return "T" + std::to_string(c.tokens) + "_past" + std::to_string(c.past) + "_h" + std::to_string(c.q_heads) +

@@ -24,20 +24,20 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kChunk = kThreads;  // keys per online-softmax step: one probability per thread
 constexpr int kDimsPerThread = static_cast<int>(kMaxAttentionHeadDim / kThreads);
 
-// With splits > 1 (decode: few queries, long caches), block z covers keys [first + z·kSplitKeys, …) of its query
+// With splits > 1 (decode: few queries, long caches), block z covers keys [first + z·split_keys, …) of its query
 // only and writes its unnormalised output, running max and sum to `partial` [T, heads, splits, d + 2] for
 // combine_kernel; with one split it writes the output itself.
-constexpr int64_t kSplitKeys = 64;  // decode: Gemma-4 E2B has 8 heads, so short splits are what fills the GPU
+constexpr int64_t kSplitKeys = 64;  // the shortest split: Gemma-4 E2B has 8 heads, so short splits fill the GPU
 
 __global__ void attention_kernel(AttentionShape shape, const float* q, int64_t tokens, const float* k, const float* v,
-                                 int64_t cache_len, float* out, float* partial) {
+                                 int64_t cache_len, float* out, float* partial, int64_t split_keys) {
   const int64_t t = blockIdx.x, head = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
   const int64_t d = shape.head_dim, group = shape.q_heads / shape.kv_heads, kv_head = head / group;
   const int64_t kv_stride = shape.kv_heads * d;
   const int64_t query_position = cache_len - tokens + t;
   const int64_t query_first = shape.sliding_window > 0 ? max(int64_t(0), query_position - shape.sliding_window + 1) : 0;
-  const int64_t first = splits > 1 ? query_first + split * kSplitKeys : query_first;
-  const int64_t position = splits > 1 ? min(query_position, first + kSplitKeys - 1) : query_position;
+  const int64_t first = splits > 1 ? query_first + split * split_keys : query_first;
+  const int64_t position = splits > 1 ? min(query_position, first + split_keys - 1) : query_position;
 
   extern __shared__ float query[];  // [d]
   __shared__ float probs[kChunk];
@@ -267,11 +267,18 @@ void causal_attention(const AttentionShape& shape, const float* q, int64_t token
   // Split long key ranges over several blocks when the (query, head) blocks alone would leave most SMs idle.
   constexpr int64_t kBusyBlocks = 264;  // 2 per SM of an H100
   const int64_t keys = shape.sliding_window > 0 ? std::min(shape.sliding_window, cache_len) : cache_len;
-  const int64_t splits = tokens * shape.q_heads >= kBusyBlocks ? 1 : (keys + kSplitKeys - 1) / kSplitKeys;
+  // Splits of ≥ kSplitKeys keys, about 8 blocks per SM and no more: each split has a fixed cost (its query, its
+  // partial row), so Llama's 64 heads take splits of ~one 128-key chunk and Gemma's 8 heads many of 64 keys.
+  constexpr int64_t kDecodeBlocks = 4 * kBusyBlocks;
+  const int64_t wanted = (kDecodeBlocks + tokens * shape.q_heads - 1) / (tokens * shape.q_heads);
+  const int64_t splits =
+      tokens * shape.q_heads >= kBusyBlocks ? 1 : std::min((keys + kSplitKeys - 1) / kSplitKeys, wanted);
+  const int64_t split_keys = (keys + splits - 1) / std::max<int64_t>(splits, 1);
   const size_t query_bytes = static_cast<size_t>(shape.head_dim) * sizeof(float);
   const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(shape.q_heads), static_cast<unsigned>(splits));
   if (splits <= 1) {
-    attention_kernel<<<grid, kThreads, query_bytes, stream>>>(shape, q, tokens, k, v, cache_len, out, nullptr);
+    attention_kernel<<<grid, kThreads, query_bytes, stream>>>(shape, q, tokens, k, v, cache_len, out, nullptr,
+                                                              split_keys);
     return;
   }
   void* partial = nullptr;
@@ -281,7 +288,7 @@ void causal_attention(const AttentionShape& shape, const float* q, int64_t token
     throw std::runtime_error("CUDA attention: cannot allocate " + std::to_string(partial_bytes) + " bytes of scratch");
   }
   attention_kernel<<<grid, kThreads, query_bytes, stream>>>(shape, q, tokens, k, v, cache_len, out,
-                                                            static_cast<float*>(partial));
+                                                            static_cast<float*>(partial), split_keys);
   combine_kernel<<<static_cast<unsigned>(tokens * shape.q_heads), kThreads, 0, stream>>>(
       static_cast<const float*>(partial), shape.q_heads, splits, shape.head_dim, out);
   cudaFreeAsync(partial, stream);

@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "verify/cuda/cuda_kernels.h"
@@ -197,6 +198,75 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   }
 }
 
+// Prefill's dequantization with whole 16-byte loads (16 byte codes, or 32 int4 codes of one group) per thread,
+// decoded exactly as the GEMV decodes them, written as bf16 pairs or f32 quads. (The element-wise kernels above take
+// rows whose bytes are not a multiple of 16.)
+template <WeightCoding kCoding, bool kBf16Out>
+__global__ void dequantize_loads_kernel(QuantizedView w, int64_t row_begin, int64_t rows, void* out) {
+  __shared__ float table[kCodeTableSize];
+  if constexpr (kCoding == WeightCoding::kCodeTable) {
+    for (int i = threadIdx.x; i < kCodeTableSize; i += blockDim.x) table[i] = w.table[i];
+    __syncthreads();
+  }
+  constexpr bool kInt4 = kCoding == WeightCoding::kInt4;
+  constexpr int kCodes = kInt4 ? 32 : 16;
+  const int64_t row_loads = (kInt4 ? w.cols / 2 : w.cols) / 16;
+  const uint4* codes = reinterpret_cast<const uint4*>(w.codes) + row_begin * row_loads;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * row_loads;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / row_loads, l = i - r * row_loads;
+    const uint4 packed = __ldg(codes + i);
+    const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
+    float values[kCodes];
+    if constexpr (kInt4) {
+      const int64_t g = (row_begin + r) * (w.cols / w.group) + l * kCodes / w.group;
+      const float scale = __ldg(w.scales + g), zero = __ldg(w.zeros + g);
+#pragma unroll
+      for (int c = 0; c < 32; ++c) {
+        const float q = __uint_as_float(((words[c / 8] >> (4 * (c % 8))) & 0x0fu) | 0x4b000000u) - 8388608.0f;
+        values[c] = __fmul_rn(__fsub_rn(q, zero), scale);
+      }
+    } else {
+      byte_code_values<kCoding>(words, table, values);
+      const float scale = __ldg(w.scales + row_begin + r);
+#pragma unroll
+      for (int c = 0; c < 16; ++c) values[c] = __fmul_rn(values[c], scale);
+    }
+    const int64_t at = r * w.cols + l * kCodes;
+    if constexpr (kBf16Out) {
+      uint4* dst = reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(out) + at);
+#pragma unroll
+      for (int u = 0; u < kCodes / 8; ++u) {
+        uint32_t pairs[4];
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+          const __nv_bfloat162 b = __floats2bfloat162_rn(values[8 * u + 2 * p], values[8 * u + 2 * p + 1]);
+          pairs[p] = *reinterpret_cast<const uint32_t*>(&b);
+        }
+        dst[u] = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
+      }
+    } else {
+      float4* dst = reinterpret_cast<float4*>(static_cast<float*>(out) + at);
+#pragma unroll
+      for (int u = 0; u < kCodes / 4; ++u)
+        dst[u] = make_float4(values[4 * u], values[4 * u + 1], values[4 * u + 2], values[4 * u + 3]);
+    }
+  }
+}
+
+template <WeightCoding kCoding>
+void launch_dequantize_loads(const QuantizedView& w, int64_t row_begin, int64_t rows, bool to_bf16, void* out,
+                             cudaStream_t stream) {
+  const int64_t loads = rows * ((w.coding == WeightCoding::kInt4 ? w.cols / 2 : w.cols) / 16);
+  constexpr int kThreads = 256;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((loads + kThreads - 1) / kThreads, 1 << 16));
+  if (to_bf16) {
+    dequantize_loads_kernel<kCoding, true><<<blocks, kThreads, 0, stream>>>(w, row_begin, rows, out);
+  } else {
+    dequantize_loads_kernel<kCoding, false><<<blocks, kThreads, 0, stream>>>(w, row_begin, rows, out);
+  }
+}
+
 template <WeightCoding kCoding, bool kXBf16>
 void launch_gemv(const QuantizedView& w, const GemvInput& x, float* y, int64_t tokens, bool accumulate,
                  cudaStream_t stream) {
@@ -230,6 +300,24 @@ void dequantize_rows(const QuantizedView& w, int64_t row_begin, int64_t rows, bo
                      cudaStream_t stream) {
   const int64_t count = rows * w.cols;
   if (count == 0) return;
+  const int64_t row_bytes = w.coding == WeightCoding::kInt4 ? w.cols / 2 : w.cols;
+  const bool whole_loads = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 &&
+                           reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                           (w.coding != WeightCoding::kInt4 || w.group >= 32);
+  if (whole_loads) {
+    switch (w.coding) {
+      case WeightCoding::kInt8:
+        return launch_dequantize_loads<WeightCoding::kInt8>(w, row_begin, rows, to_bf16, out, stream);
+      case WeightCoding::kFp8:
+        return launch_dequantize_loads<WeightCoding::kFp8>(w, row_begin, rows, to_bf16, out, stream);
+      case WeightCoding::kCodeTable:
+        return launch_dequantize_loads<WeightCoding::kCodeTable>(w, row_begin, rows, to_bf16, out, stream);
+      case WeightCoding::kInt4:
+        return launch_dequantize_loads<WeightCoding::kInt4>(w, row_begin, rows, to_bf16, out, stream);
+      case WeightCoding::kDense:
+        return;
+    }
+  }
   constexpr int kThreads = 256;
   const unsigned blocks = static_cast<unsigned>((count + kThreads - 1) / kThreads);
   switch (w.coding) {
