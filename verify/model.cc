@@ -135,8 +135,9 @@ float in_model_dtype(double value, ComputeMode mode) {
   return mode == ComputeMode::kBF16 ? bf16_to_f32(f32_to_bf16(static_cast<float>(value))) : static_cast<float>(value);
 }
 
-// The MLP: down(act(gate(x)) ⊙ up(x)), SwiGLU or GeGLU-tanh.
-void mlp_block(const LayerPlan& lp, const LayerWeights& w, const StepContext& ctx, const float* x, float* out) {
+// The MLP: down(act(gate(x)) ⊙ up(x)), SwiGLU or GeGLU-tanh; with `add_to_out`, out += down(…).
+void mlp_block(const LayerPlan& lp, const LayerWeights& w, const StepContext& ctx, const float* x, float* out,
+               bool add_to_out) {
   const int64_t T = ctx.tokens, width = lp.intermediate_size;
   Buffer gate = ctx.take(T * width), up = ctx.take(T * width);
   const MatmulOutput gate_and_up[] = {{w.mlp_gate.get(), gate.data(), width}, {w.mlp_up.get(), up.data(), width}};
@@ -145,7 +146,7 @@ void mlp_block(const LayerPlan& lp, const LayerWeights& w, const StepContext& ct
   for_each_token(ctx, [&](int64_t t) {
     glu(act, gate.data() + t * width, up.data() + t * width, gate.data() + t * width, width);
   });
-  project(ctx, gate.data(), *w.mlp_down, out);
+  project(ctx, gate.data(), *w.mlp_down, out, nullptr, add_to_out);
 }
 
 void add_rows(const StepContext& ctx, float* h, const float* delta, int64_t dim) {
@@ -167,11 +168,16 @@ void run_layer(const Model::Impl& model, int layer, StepContext& ctx, const Rope
 
   rms_norm_rows(ctx, h, x.data(), T, D, w.input_norm);
   LayerState& own = states[static_cast<size_t>(layer)];
+  // Without a post-norm (Llama) and without a trace, the output projections add straight onto the residual stream:
+  // h + (W·a) in one step, the same addition as through `mix`, without its pass over memory.
+  const bool attention_into_h = lp.mixer == MixerKind::kAttention && !trace && w.attention_out_norm.empty();
+  const bool mlp_into_h = !trace && w.ffn_out_norm.empty();
   switch (lp.mixer) {
     case MixerKind::kAttention: {
       const int source = lp.attention.kv_source;
       const LayerState& cache = source >= 0 ? states.at(static_cast<size_t>(source)) : own;
-      attention_mixer(lp.attention, w.attention, ctx, x.data(), rope, own, cache, mix.data(), false);
+      attention_mixer(lp.attention, w.attention, ctx, x.data(), rope, own, cache, attention_into_h ? h : mix.data(),
+                      attention_into_h);
       break;
     }
     case MixerKind::kRwkv:
@@ -184,13 +190,17 @@ void run_layer(const Model::Impl& model, int layer, StepContext& ctx, const Rope
       break;
   }
   if (trace) trace->mixer_output.assign(mix.begin(), mix.end());
-  if (!w.attention_out_norm.empty()) rms_norm_rows(ctx, mix.data(), mix.data(), T, D, w.attention_out_norm);
-  add_rows(ctx, h, mix.data(), D);
+  if (!attention_into_h) {
+    if (!w.attention_out_norm.empty()) rms_norm_rows(ctx, mix.data(), mix.data(), T, D, w.attention_out_norm);
+    add_rows(ctx, h, mix.data(), D);
+  }
 
   rms_norm_rows(ctx, h, x.data(), T, D, w.ffn_in_norm);
-  mlp_block(lp, w, ctx, x.data(), mix.data());
-  if (!w.ffn_out_norm.empty()) rms_norm_rows(ctx, mix.data(), mix.data(), T, D, w.ffn_out_norm);
-  add_rows(ctx, h, mix.data(), D);
+  mlp_block(lp, w, ctx, x.data(), mlp_into_h ? h : mix.data(), mlp_into_h);
+  if (!mlp_into_h) {
+    if (!w.ffn_out_norm.empty()) rms_norm_rows(ctx, mix.data(), mix.data(), T, D, w.ffn_out_norm);
+    add_rows(ctx, h, mix.data(), D);
+  }
 
   if (w.ple_gate) gemma_per_layer_block(w, ctx, layer, per_layer_inputs, h);
   if (w.has_layer_scalar) {  // the whole residual stream, after the PLE block (teachers.md §6.6)
