@@ -64,7 +64,7 @@ void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallC
   DeviceBuffer q = ctx.take(T * q_width);
   project(ctx, x, *w.q, q.f32(), &w.q_bias);
   if (!w.q_norm.empty()) rms_norm_rows(ctx, q.f32(), q.f32(), T * plan.heads, d, w.q_norm);
-  if (rope) apply_rope(q.f32(), T, plan.heads, d, rope->cos.f32(), rope->sin.f32(), s);
+  if (rope) apply_rope(q.f32(), T, plan.heads, d, rope->cos, rope->sin, s);
 
   if (w.k) {  // this layer computes K/V (else it reads its source layer's, already holding this call's tokens)
     DeviceBuffer k = ctx.take(T * kv_width), v = ctx.take(T * kv_width);
@@ -72,7 +72,7 @@ void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallC
     project(ctx, x, *w.v, v.f32(), &w.v_bias);
     if (!w.k_norm.empty()) rms_norm_rows(ctx, k.f32(), k.f32(), T * plan.kv_heads, d, w.k_norm);
     if (plan.v_norm) rms_norm_rows(ctx, v.f32(), v.f32(), T * plan.kv_heads, d, DeviceVector{});
-    if (rope) apply_rope(k.f32(), T, plan.kv_heads, d, rope->cos.f32(), rope->sin.f32(), s);
+    if (rope) apply_rope(k.f32(), T, plan.kv_heads, d, rope->cos, rope->sin, s);
     reserve_cache(ctx, own, kv_width);
     append_rows(ctx, own.keys, own, k.f32(), true);
     append_rows(ctx, own.values, own, v.f32(), false);
@@ -122,8 +122,8 @@ void rwkv_mixer(const RwkvPlan& plan, const RwkvWeights& w, CallContext& ctx, co
   if (!w.r_norm.empty()) rms_norm_rows(ctx, r.f32(), r.f32(), T * H, N, w.r_norm);
   if (!w.k_norm.empty()) rms_norm_rows(ctx, k.f32(), k.f32(), T * Hk, N, w.k_norm);
   if (rope) {
-    apply_rope(r.f32(), T, H, N, rope->cos.f32(), rope->sin.f32(), s);
-    apply_rope(k.f32(), T, Hk, N, rope->cos.f32(), rope->sin.f32(), s);
+    apply_rope(r.f32(), T, H, N, rope->cos, rope->sin, s);
+    apply_rope(k.f32(), T, Hk, N, rope->cos, rope->sin, s);
   }
 
   // v_first / k_first: stored by the first RWKV layer, mixed in by the later ones.

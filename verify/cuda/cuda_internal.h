@@ -116,10 +116,11 @@ struct DeviceLayerState {
   int64_t wkv_floats = 0;
 };
 
-// cos/sin [T, head_dim] of one RoPE plan for this call's positions.
+// cos/sin [T, head_dim] of one RoPE plan for this call's positions: rows of the model's cached tables.
 struct DeviceRope {
   int64_t head_dim = 0;
-  DeviceBuffer cos, sin;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
 };
 
 // What every block of one forward call shares.

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <set>
 #include <string>
 #include <utility>
@@ -34,6 +35,54 @@ struct CudaState::Impl {
   int64_t position = 0;
 };
 
+// Per RoPE plan, cos/sin rows for positions [0, positions) on the GPU, computed on the host by the CPU's rope_table
+// (each row depends on its position alone, so rows computed at different times equal one table's).
+class RopeCache {
+ public:
+  struct Entry {
+    RopePlan plan;
+    int64_t head_dim = 0, positions = 0;
+    cuda::DeviceBuffer cos, sin;
+  };
+  // The entry of `plan`, holding at least positions [0, end); grows (doubling) on the call's stream.
+  const Entry& rows_up_to(const cuda::CallContext& ctx, const RopePlan& plan, const std::vector<float>& inv_freq,
+                          int64_t end) {
+    Entry* entry = nullptr;
+    for (Entry& e : entries_) {
+      if (e.plan == plan) entry = &e;
+    }
+    if (!entry) {
+      entries_.push_back({plan, static_cast<int64_t>(2 * inv_freq.size()), 0, {}, {}});
+      entry = &entries_.back();
+    }
+    if (entry->positions >= end) return *entry;
+    const int64_t have = entry->positions, want = std::max(end, 2 * have), d = entry->head_dim;
+    std::vector<int64_t> positions(static_cast<size_t>(want - have));
+    for (size_t i = 0; i < positions.size(); ++i) positions[i] = have + static_cast<int64_t>(i);
+    const RopeTable host = rope_table(inv_freq, positions, DType::kF32);
+    const auto grow = [&](cuda::DeviceBuffer& rows, const std::vector<float>& new_rows) {
+      cuda::DeviceBuffer bigger(static_cast<size_t>(want * d) * sizeof(float));
+      if (have > 0) {
+        check(cudaMemcpyAsync(bigger.get(), rows.get(), static_cast<size_t>(have * d) * sizeof(float),
+                              cudaMemcpyDeviceToDevice, ctx.stream),
+              "growing the RoPE table");
+      }
+      check(cudaMemcpyAsync(bigger.f32() + have * d, new_rows.data(), new_rows.size() * sizeof(float),
+                            cudaMemcpyHostToDevice, ctx.stream),
+            "uploading the RoPE table");  // pageable: staged before the call returns
+      check(cudaStreamSynchronize(ctx.stream), "growing the RoPE table");  // the old rows may go now
+      rows = std::move(bigger);
+    };
+    grow(entry->cos, host.cos);
+    grow(entry->sin, host.sin);
+    entry->positions = want;
+    return *entry;
+  }
+
+ private:
+  std::deque<Entry> entries_;  // a deque: entries stay where they are as others are added
+};
+
 struct CudaModel::Impl {
   ModelPlan plan;
   std::string device_name;
@@ -43,6 +92,7 @@ struct CudaModel::Impl {
   DeviceVector final_norm, ple_projection_norm;
   std::vector<cuda::LayerWeights> layers;
   uint64_t device_bytes = 0;
+  mutable RopeCache rope_cache;  // forward() is const; one call at a time per model
 
   const DeviceMatrix& head_matrix() const { return head ? *head : *embedding; }
   ~Impl() {
@@ -262,32 +312,31 @@ void run_layer(const CudaModel::Impl& model, int layer, cuda::CallContext& ctx, 
   if (w.has_layer_scalar) cuda::scale(h, T * D, w.layer_scalar, ctx.stream);
 }
 
-// The RoPE tables of this call, one per distinct RopePlan (built on the host by the CPU's rope_table, uploaded).
+// The RoPE tables of this call, one per distinct RopePlan: rows of the model's cache (RopeCache), which holds
+// positions [0, n) of each plan on the GPU and grows when a call reaches past n. The rows are the CPU's rope_table
+// values (computed on the host once per position: for a 2048-token Gemma-4 prefill that is 1.6 M double-precision
+// sin/cos, tens of milliseconds the GPU used to wait for on every call).
 class RopeTables {
  public:
-  RopeTables(const cuda::CallContext& ctx, std::span<const int64_t> positions) : ctx_(ctx), positions_(positions) {}
+  RopeTables(const cuda::CallContext& ctx, RopeCache& cache) : ctx_(ctx), cache_(cache) {}
   const cuda::DeviceRope* get(const RopePlan& plan, const std::vector<float>& inv_freq) {
     if (!plan.enabled) return nullptr;
     for (auto& [key, table] : tables_) {
-      if (key == plan) return table.get();
+      if (key == plan) return &table;
     }
-    const RopeTable host = rope_table(inv_freq, positions_, DType::kF32);
-    auto device = std::make_unique<cuda::DeviceRope>();
-    device->head_dim = host.head_dim;
-    device->cos = ctx_.take(static_cast<int64_t>(host.cos.size()));
-    device->sin = ctx_.take(static_cast<int64_t>(host.sin.size()));
-    const size_t bytes = host.cos.size() * sizeof(float);
-    check(cudaMemcpyAsync(device->cos.get(), host.cos.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream), "RoPE");
-    check(cudaMemcpyAsync(device->sin.get(), host.sin.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream), "RoPE");
-    // (copies from pageable memory are staged before cudaMemcpyAsync returns: the host tables may go away)
-    tables_.emplace_back(plan, std::move(device));
-    return tables_.back().second.get();
+    const RopeCache::Entry& entry = cache_.rows_up_to(ctx_, plan, inv_freq, ctx_.position + ctx_.tokens);
+    cuda::DeviceRope rope;
+    rope.head_dim = entry.head_dim;
+    rope.cos = entry.cos.f32() + ctx_.position * entry.head_dim;
+    rope.sin = entry.sin.f32() + ctx_.position * entry.head_dim;
+    tables_.emplace_back(plan, rope);
+    return &tables_.back().second;
   }
 
  private:
   const cuda::CallContext& ctx_;
-  std::span<const int64_t> positions_;
-  std::vector<std::pair<RopePlan, std::unique_ptr<cuda::DeviceRope>>> tables_;
+  RopeCache& cache_;
+  std::deque<std::pair<RopePlan, cuda::DeviceRope>> tables_;  // a deque: the pointers handed out stay valid
 };
 
 DeviceBuffer upload_ids(const cuda::CallContext& ctx, const std::vector<int64_t>& ids) {
@@ -403,9 +452,7 @@ ForwardResult CudaModel::forward(std::span<const int64_t> tokens, CudaState& sta
       result.ple_inputs = cuda::download(ctx, per_layer_inputs.f32(), T * L * plan.ple_dim);
   }
 
-  std::vector<int64_t> positions(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) positions[static_cast<size_t>(t)] = ctx.position + t;
-  RopeTables rope_tables(ctx, positions);
+  RopeTables rope_tables(ctx, m.rope_cache);
   for (int layer = 0; layer < L; ++layer) {
     const LayerPlan& lp = plan.layers[static_cast<size_t>(layer)];
     const cuda::LayerWeights& w = m.layers[static_cast<size_t>(layer)];

@@ -24,7 +24,7 @@
 //
 // Non-goals (for now): batches of sequences; streaming weights layer by layer when they do not fit (the model must
 // fit in GPU memory, else the load fails with exit 3 naming the allocation); integer/fp8 tensor-core products;
-// CUDA graphs (decode launches ~25 kernels a layer, which keeps bf16 decode near 62 % of the HBM roofline on an
+// CUDA graphs (decode launches ~25 kernels a layer, which keeps bf16 decode near 61 % of the HBM roofline on an
 // H100); several GPUs.
 #pragma once
 
