@@ -390,9 +390,12 @@ namespace {
 // Rows per parallel task when packing codes (each row packs on its own).
 constexpr int64_t kPackGrainRows = 16;
 
-// Rows per block of the portable layouts: about 4 M weights, so a block is a few MiB of codes and both threads
-// have thousands of rows to share.
-int64_t block_rows_for(int64_t cols) { return std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(cols, 1)); }
+// Rows per block of the portable layouts: about 32 M weights, so a block is at most 32 MiB of codes (held once per
+// calling thread, see block_buffer) and each block is one parallel region. Every region ends when its slowest
+// thread does; on a machine shared with other work a thread is often descheduled for milliseconds, so fewer,
+// larger regions keep the others from waiting (4 M-weight blocks made the int8 benchmark 10x slower under a load
+// of 6 on 2 cores).
+int64_t block_rows_for(int64_t cols) { return std::max<int64_t>(64, (int64_t{32} << 20) / std::max<int64_t>(cols, 1)); }
 
 // A block buffer of the calling thread, kept from one tensor to the next and never zeroed: a fresh zero-filled block
 // per tensor cost a serial memset and page faults of its own, while the other threads waited (slot: which buffer).
