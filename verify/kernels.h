@@ -15,9 +15,10 @@
 //  * Emulating a bf16 model run: the small ops take an `activation` dtype (F32, BF16 or F16) and round where
 //    PyTorch's eager bf16 run rounds (after every op); with DType::kF32 they are plain f32 math.
 //
-// Non-goals: training or gradients; batched sequences (one sequence per call; batch by calling again); SIMD for the
-// O(T·d) element-wise ops (portable C++ that the compiler vectorises is enough next to the O(T·d·d') products);
-// tuned AVX2/NEON kernels (those machines take the portable path); matching PyTorch's own summation order.
+// Non-goals: training or gradients; batched sequences (one sequence per call; batch by calling again); hand-written
+// SIMD for the O(T·d) element-wise ops, except where exponentials dominate (SwiGLU, the attention softmax: 4-lane
+// portable and 16-lane AVX-512 twins of one exp, vector_exp.h, bit-identical); tuned AVX2/NEON kernels (those
+// machines take the portable path); matching PyTorch's own summation order.
 //
 // Layouts: activations are row-major f32, one row per token. Multi-head tensors are [tokens, heads, head_dim],
 // contiguous. Weight matrices are PyTorch's [out, in] (y = x·Wᵀ).
