@@ -301,13 +301,13 @@ def main():
     print(f"\nhxforge quantization benchmark: {args.threads} threads, model {model} ({size_gb:.2f} GB bf16), "
           f"torch {torch_version}")
     print(f"{'scheme':<7}{'input GB':>9}{'hxforge GB/s':>14}{'goal':>6}  {'sample GB':>9}{'hxforge':>9}{'torch':>8}"
-          f"{'ratio':>7}  goal 5x")
+          f"{'ratio':>8}  goal 5x")
     for scheme, input_gb, ours_all, sample_gb, ours_sample, torch_rate in rows:
         ok = "ok" if ours_all >= GOALS[scheme] else "MISS"
         line = f"{scheme:<7}{input_gb:>9.2f}{ours_all:>11.3f} {ok:>3}{GOALS[scheme]:>6}  {sample_gb:>9.2f}"
         if torch_rate:
             ratio = ours_sample / torch_rate
-            line += f"{ours_sample:>9.3f}{torch_rate:>8.3f}{ratio:>6.1f}x  {'ok' if ratio >= 5 else 'MISS'}"
+            line += f"{ours_sample:>9.3f}{torch_rate:>8.3f}{ratio:>7.1f}x  {'ok' if ratio >= 5 else 'MISS'}"
         print(line)
     print(f"\n{'quantize run':<14}{'wall s':>8}{'GB/s':>7}{'RssAnon MiB':>13}  goal <= 512 MiB   "
           f"{'dry-run s':>9}{'GB/s':>7}{'RssAnon MiB':>13}")
