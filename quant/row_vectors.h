@@ -15,9 +15,8 @@
 // Non-goals: hand-written intrinsics (the compiler's vector code is within a few percent of them here and stays
 // portable to clang, which builds the sanitizer and fuzz targets); HQQ (hqq.cc has its own group kernels).
 //
-// Internal to quant/ (and its tests): include only from .cc files whose first line switches off GCC's -Wpsabi note
-// (`#pragma GCC diagnostic ignored "-Wpsabi"`, before any include: the note concerns 64-byte vectors passed between
-// functions compiled for different ISAs, and these vectors live only inside always-inlined kernels).
+// Internal to quant/ (and its tests). The vectors live only inside always-inlined kernels, so GCC's -Wpsabi note
+// about passing 64-byte vectors between functions concerns no interface (CMakeLists.txt silences it).
 #pragma once
 
 #include <algorithm>
@@ -196,7 +195,8 @@ struct MinifloatChunk {
 inline int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cols, 1)); }
 
 // Row driver of the fused kernels: row_fn(r, row) for every r in [row_begin, row_end) on the OpenMP team, where
-// `row` is the stored BF16 row (const uint16_t*) or, for F32/F16 matrices, an f32 copy (const float*, thread-local);
+// `row` is the stored BF16 row (const uint16_t*) or, for F32/F16 matrices and misaligned BF16 rows, an f32 copy
+// (const float*, thread-local);
 // merges the ErrorStats row_fn returns in row order (independent of the thread count and of which thread ran which
 // task), as for_each_row does.
 template <typename RowFn>
@@ -209,8 +209,10 @@ ErrorStats for_each_stored_row(const FloatRows& w, int64_t row_begin, int64_t ro
     const int64_t first = row_begin + task * per_task, last = std::min(row_end, first + per_task);
     for (int64_t r = first; r < last; ++r) {
       ErrorStats& out = per_row[static_cast<size_t>(r - row_begin)];
-      if (bf16) {
-        out = row_fn(r, reinterpret_cast<const uint16_t*>(w.row_bytes(r)));
+      const std::byte* stored = w.row_bytes(r);
+      // In place when 2-byte aligned; safetensors data need not be (an odd offset in a file): then via the f32 copy.
+      if (bf16 && reinterpret_cast<uintptr_t>(stored) % alignof(uint16_t) == 0) {
+        out = row_fn(r, reinterpret_cast<const uint16_t*>(stored));
       } else {
         thread_local std::vector<float> x;
         x.resize(static_cast<size_t>(w.cols()));

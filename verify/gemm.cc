@@ -15,11 +15,8 @@
 // weight matrices share one parallel loop (one fork/join instead of three, and small matrices like K and V of a GQA
 // layer no longer leave a thread idle at the end of their own loop).
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <exception>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -248,25 +245,12 @@ void matmul_many(const float* x, int64_t tokens, int64_t x_stride, std::span<con
     });
     // Dynamic scheduling: which thread computes a block never changes its bits, and on a shared machine a
     // descheduled thread should not hold back half of the blocks.
-    // A decoder may throw (a corrupt quantised tensor, no memory): an exception must not leave an OpenMP region,
-    // so the first one is kept, the remaining blocks are skipped, and it is rethrown here.
-    std::exception_ptr failure;
-    std::atomic<bool> failed{false};
-    std::mutex failure_mutex;
+    // (A decoder may throw: a corrupt quantised tensor, no memory; parallel_for_dynamic rethrows it here.)
     parallel_for_dynamic(0, blocks, [&](int64_t block) {
-      if (failed.load(std::memory_order_relaxed)) return;
-      try {
-        size_t i = 0;
-        while (block >= targets[i].first_block + targets[i].blocks) ++i;
-        run_block(plan, targets[i], a_packed, slot_cells, m0, rows, block - targets[i].first_block,
-                  options.accumulate);
-      } catch (...) {
-        const std::lock_guard<std::mutex> lock(failure_mutex);
-        if (!failure) failure = std::current_exception();
-        failed.store(true, std::memory_order_relaxed);
-      }
+      size_t i = 0;
+      while (block >= targets[i].first_block + targets[i].blocks) ++i;
+      run_block(plan, targets[i], a_packed, slot_cells, m0, rows, block - targets[i].first_block, options.accumulate);
     });
-    if (failure) std::rethrow_exception(failure);
   }
 }
 
