@@ -20,7 +20,7 @@ namespace {
 
 // 4 MiB per chunk: big writes, a few MiB of scratch, a multiple of every element size.
 constexpr size_t kChunkBytes = size_t{4} << 20;
-constexpr uint64_t kParallelBlock = uint64_t{1} << 16;  // elements per parallel conversion block
+constexpr uint64_t kBlock = uint64_t{1} << 16;  // elements per conversion block (a parallel task, or L2-sized)
 
 // Streams one planned tensor's bytes to `emit`, chunk by chunk.
 void stream_tensor(const PlannedTensor& t, const std::function<void(std::span<const std::byte>)>& emit) {
@@ -33,8 +33,8 @@ void stream_tensor(const PlannedTensor& t, const std::function<void(std::span<co
   std::vector<std::byte> out;
   auto convert_and_emit = [&](uint64_t count) {
     out.resize(count * out_size);
-    parallel_for(0, static_cast<int64_t>((count + kParallelBlock - 1) / kParallelBlock), 2, [&](int64_t b) {
-      const uint64_t lo = static_cast<uint64_t>(b) * kParallelBlock, n = std::min(kParallelBlock, count - lo);
+    parallel_for(0, static_cast<int64_t>((count + kBlock - 1) / kBlock), 2, [&](int64_t b) {
+      const uint64_t lo = static_cast<uint64_t>(b) * kBlock, n = std::min(kBlock, count - lo);
       convert_from_f32(t.dtype, values.data() + lo, out.data() + lo * out_size, n);
     });
     emit(out);
@@ -47,8 +47,8 @@ void stream_tensor(const PlannedTensor& t, const std::function<void(std::span<co
     for (uint64_t begin = 0; begin < numel; begin += per_chunk) {
       const uint64_t count = std::min(per_chunk, numel - begin);
       values.resize(count);
-      parallel_for(0, static_cast<int64_t>((count + kParallelBlock - 1) / kParallelBlock), 2, [&](int64_t b) {
-        const uint64_t lo = static_cast<uint64_t>(b) * kParallelBlock, n = std::min(kParallelBlock, count - lo);
+      parallel_for(0, static_cast<int64_t>((count + kBlock - 1) / kBlock), 2, [&](int64_t b) {
+        const uint64_t lo = static_cast<uint64_t>(b) * kBlock, n = std::min(kBlock, count - lo);
         init.fill(begin + lo, n, values.data() + lo);
       });
       convert_and_emit(count);
@@ -61,13 +61,13 @@ void stream_tensor(const PlannedTensor& t, const std::function<void(std::span<co
   const DType in_type = t.source->view.dtype;
   const uint32_t in_size = dtype_element_size(in_type);
   const float scale = static_cast<float>(t.scale);
-  values.resize(kParallelBlock);
+  values.resize(kBlock);
   for_each_stored_chunk(t.source->view, kChunkBytes, [&](std::span<const std::byte> chunk) {
     if (chunk.size() % in_size != 0) throw FormatError("tensor '" + t.source->name + "': chunk splits an element");
     const uint64_t count = chunk.size() / in_size;
     out.resize(count * out_size);
-    for (uint64_t lo = 0; lo < count; lo += kParallelBlock) {
-      const uint64_t n = std::min(kParallelBlock, count - lo);
+    for (uint64_t lo = 0; lo < count; lo += kBlock) {
+      const uint64_t n = std::min(kBlock, count - lo);
       convert_to_f32(in_type, chunk.data() + lo * in_size, values.data(), n);
       if (scale != 1.0f)
         for (uint64_t i = 0; i < n; ++i) values[i] *= scale;

@@ -21,8 +21,8 @@
 namespace hx {
 namespace {
 
-// The helpers below are always inlined, so no Vec4 ever crosses a call boundary of the portable build.
-#pragma GCC diagnostic ignored "-Wpsabi"
+// The helpers below are always inlined, so no Vec4 ever crosses a call boundary of the portable build (which is why
+// CMakeLists.txt silences GCC's -Wpsabi note).
 typedef double Vec4 __attribute__((vector_size(32)));  // the four partial sums of dot(), one per lane
 
 [[gnu::always_inline]] inline Vec4 load4(const double* p) {

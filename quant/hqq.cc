@@ -1,6 +1,3 @@
-// GCC's -Wpsabi note ("vector return changes the ABI") concerns 64-byte vectors passed between functions compiled
-// for different ISAs; here they only live inside always-inlined kernels (see the vector types below).
-#pragma GCC diagnostic ignored "-Wpsabi"
 #include "quant/hqq.h"
 
 #include <algorithm>
@@ -111,9 +108,8 @@ HX_QUANT_INLINE F32x16 load16(const uint16_t* p) {
 HX_QUANT_INLINE F32x16 abs16(F32x16 x) { return as_float(as_int(x) & 0x7fffffff); }
 
 // clamp(round_half_even(w·s' + z), 0, 15), computed as round_half_even(clamp(w·s' + z, 0, 15)): rounding is
-// monotonic and 0 and 15 are integers, so both give the same integer — only the sign of a zero code can differ
-// (−0 where w·s' + z rounds up to it from [−0.5, 0)), and a ±0 code enters the solver's sums and the
-// dequantization as q − z and q − w·s', where either zero gives the same value and bits (the sums start at +0).
+// monotonic and 0 and 15 are integers, so both give the same integer. (Negative values clamp to +0; a −0 code
+// needs w·s' + z to be −0 exactly, and dequantizes to the same value as +0.)
 HX_QUANT_INLINE F32x16 quantize_codes16(F32x16 w, float multiplier, float zero) {
   F32x16 v = w * multiplier + zero;
   v = where(v < 0.0f, splat<F32x16>(0.0f), where(v > 15.0f, splat<F32x16>(15.0f), v));

@@ -1,6 +1,3 @@
-// GCC's -Wpsabi note concerns 64-byte vectors passed between functions compiled for different ISAs; the vectors of
-// quant/row_vectors.h live only inside always-inlined kernels (the pragma must precede every include).
-#pragma GCC diagnostic ignored "-Wpsabi"
 #include "quant/int8.h"
 
 #include <algorithm>

@@ -397,16 +397,15 @@ constexpr int64_t kPackGrainRows = 16;
 // of 6 on 2 cores).
 int64_t block_rows_for(int64_t cols) { return std::max<int64_t>(64, (int64_t{32} << 20) / std::max<int64_t>(cols, 1)); }
 
-// A block buffer of the calling thread, kept from one tensor to the next and never zeroed: a fresh zero-filled block
-// per tensor cost a serial memset and page faults of its own, while the other threads waited (slot: which buffer).
+// The block buffer of the calling thread, kept from one tensor to the next and never zeroed: a fresh zero-filled
+// block per tensor cost a serial memset and page faults of its own, while the other threads waited.
 template <typename T>
-T* block_buffer(int slot, int64_t count) {
+T* block_buffer(int64_t count) {
   struct Buffer {
     std::unique_ptr<std::byte[]> data;
     size_t size = 0;
   };
-  thread_local Buffer buffers[2];
-  Buffer& b = buffers[slot];
+  thread_local Buffer b;
   const size_t bytes = static_cast<size_t>(count) * sizeof(T);
   if (bytes > b.size) {
     b.data.reset(new std::byte[bytes]);  // default-initialised: no memset
@@ -441,7 +440,7 @@ QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& 
   switch (e.scheme) {
     case QuantScheme::kInt8: {
       std::vector<float> scales(static_cast<size_t>(rows));
-      int8_t* codes = block_buffer<int8_t>(0, std::min(block, rows) * cols);
+      int8_t* codes = block_buffer<int8_t>(std::min(block, rows) * cols);
       for (int64_t r0 = 0; r0 < rows; r0 += block) {
         const int64_t r1 = std::min(rows, r0 + block);
         out.error.merge(int8_quantize_rows(w, r0, r1, codes, scales.data() + r0));
@@ -455,7 +454,7 @@ QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& 
       const bool per_row = e.fp8_scale == Fp8ScaleMode::kPerRow;
       const float tensor_scale = per_row ? 0.0f : fp8_scale_for_amax(fp8_tensor_amax(w));
       std::vector<float> scales(per_row ? static_cast<size_t>(rows) : 1, tensor_scale);
-      uint8_t* codes = block_buffer<uint8_t>(0, std::min(block, rows) * cols);
+      uint8_t* codes = block_buffer<uint8_t>(std::min(block, rows) * cols);
       for (int64_t r0 = 0; r0 < rows; r0 += block) {
         const int64_t r1 = std::min(rows, r0 + block);
         out.error.merge(fp8_quantize_rows(w, r0, r1, e.fp8_scale, tensor_scale, codes,
@@ -482,7 +481,7 @@ QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& 
         fpx_pack_tc(codes.data(), rows, cols, f, packed.data());
         emit(bytes_of(packed));
       } else {
-        uint8_t* packed = block_buffer<uint8_t>(0, std::min(block, rows) * row_bytes);
+        uint8_t* packed = block_buffer<uint8_t>(std::min(block, rows) * row_bytes);
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
           const int64_t r1 = std::min(rows, r0 + block);
           out.error.merge(fpx_quantize_pack_rows(w, f, r0, r1, e.dtype, packed, scales.data() + r0));
@@ -523,7 +522,7 @@ QuantizedMatrix quantize_matrix(const FloatRows& w, const QuantizedTensorEntry& 
         out.scale.assign(scale_bytes.begin(), scale_bytes.end());
         out.zero.assign(offset_bytes.begin(), offset_bytes.end());
       } else {
-        uint8_t* packed = block_buffer<uint8_t>(0, std::min(block, rows) * cols / 2);
+        uint8_t* packed = block_buffer<uint8_t>(std::min(block, rows) * cols / 2);
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
           const int64_t r1 = std::min(rows, r0 + block);
           out.error.merge(hqq_encode_pack_rows(w, fit, r0, r1, packed));
