@@ -9,6 +9,9 @@
 // states carried), the mean per token. Token ids are a fixed pseudo-random sequence. Also prints the weight bytes on
 // the GPU, from which decode's roofline follows. --profile 1 adds where the GPU time of the last prefill and of the
 // decode steps went, per kind of operation (CUDA events around each: the timings themselves grow a little).
+// HXFORGE_CUDA_WEIGHT_BUDGET_MIB in the environment limits the GPU memory of the weights: the layers past it are
+// streamed from host memory (streamed_layers, streamed_bytes in the output; gpu_weight_bytes then counts the two
+// slots, not the streamed layers, and decode is bound by the copies rather than by HBM).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -92,11 +95,13 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "{\"model\": \"%s\", \"architecture\": \"%s\", \"gpu\": \"%s\", \"compute\": \"%s\", "
-        "\"gpu_weight_bytes\": %llu, \"load_seconds\": %.3f, \"prefill_tokens\": %lld, \"prefill_seconds\": %.6f, "
+        "\"gpu_weight_bytes\": %llu, \"streamed_layers\": %d, \"streamed_bytes\": %llu, \"load_seconds\": %.3f, "
+        "\"prefill_tokens\": %lld, \"prefill_seconds\": %.6f, "
         "\"prefill_tokens_per_second\": %.1f, \"decode_tokens\": %lld, \"decode_seconds\": %.6f, "
         "\"decode_tokens_per_second\": %.2f, \"prefill_profile\": %s, \"decode_profile\": %s}\n",
         model_path.c_str(), model.architecture().c_str(), model.device_name().c_str(), hx::compute_mode_name(mode),
-        static_cast<unsigned long long>(model.device_weight_bytes()), load_seconds, static_cast<long long>(prefill),
+        static_cast<unsigned long long>(model.device_weight_bytes()), model.streamed_layers(),
+        static_cast<unsigned long long>(model.streamed_bytes()), load_seconds, static_cast<long long>(prefill),
         best_prefill, static_cast<double>(prefill) / best_prefill, static_cast<long long>(decode), decode_seconds,
         decode > 0 ? static_cast<double>(decode) / decode_seconds : 0.0, prefill_profile.c_str(),
         decode_profile.c_str());

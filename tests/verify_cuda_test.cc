@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstdint>
+#include <cstring>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
@@ -469,6 +472,99 @@ INSTANTIATE_TEST_SUITE_P(EverySchemeAndMode, CudaQuantizedParity, ::testing::Val
                            return std::string(arch_name(param.param.arch)) + "_" + param.param.scheme + "_" +
                                   compute_mode_name(param.param.mode);
                          });
+
+// ---- weights streamed layer by layer ----
+
+struct StreamCase {
+  Arch arch = Arch::kLlama;
+  int layers = 0;      // 0: the tiny preset's count; odd counts make the two slots' turns wrap across calls
+  const char* scheme;  // "" dense, else quantized first
+};
+
+void PrintTo(const StreamCase& c, std::ostream* os) {
+  *os << arch_name(c.arch) << (c.layers ? ", " + std::to_string(c.layers) + " layers" : "") << (*c.scheme ? ", " : "")
+      << c.scheme;
+}
+
+class CudaStreaming : public ::testing::TestWithParam<StreamCase> {};
+
+// Prefill, decode steps and a second sequence: the calls that reuse the slots (refills, the wrap from the last
+// streamed layer to the first, slots left holding their layer between calls).
+std::vector<float> prefill_decode_twice(const CudaModel& model, std::span<const int64_t> tokens) {
+  ForwardOptions options;
+  options.compute = ComputeMode::kBF16;  // the fast kernels (tensor-core attention, GEMV) read the slots
+  std::vector<float> logits;
+  for (int sequence = 0; sequence < 2; ++sequence) {
+    CudaState state = model.new_state();
+    const size_t prefill = tokens.size() - 4;
+    const auto append = [&](const ForwardResult& r) { logits.insert(logits.end(), r.logits.begin(), r.logits.end()); };
+    append(model.forward(tokens.first(prefill), state, options));
+    for (size_t t = prefill; t < tokens.size(); ++t) append(model.forward(tokens.subspan(t, 1), state, options));
+  }
+  return logits;
+}
+
+TEST_P(CudaStreaming, StreamedLayersGiveTheResidentLogitsBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const StreamCase& c = GetParam();
+  TempDir dir;
+  std::string model_path = dir.file("source");
+  SynthOptions options;
+  options.seed = 5;
+  write_synthetic_checkpoint(preset_config(c.arch, "tiny", c.layers ? std::optional<int>(c.layers) : std::nullopt),
+                             model_path, options);
+  if (*c.scheme) {
+    const std::string quantized = dir.file("quantized");
+    const test::CommandResult q = test::run_hxforge("quantize " + test::shell_quote(model_path) + " --scheme " +
+                                                    c.scheme + " --out " + test::shell_quote(quantized) + " -q");
+    ASSERT_EQ(q.exit_code, 0) << q.output;
+    model_path = quantized;
+  }
+  const Checkpoint checkpoint = open_checkpoint(model_path);
+  CudaLoadOptions unlimited;
+  unlimited.weight_budget_bytes = UINT64_MAX;  // whatever HXFORGE_CUDA_WEIGHT_BUDGET_MIB says
+  const CudaModel resident(checkpoint, unlimited);
+  ASSERT_EQ(resident.streamed_layers(), 0);
+  const std::vector<int64_t> tokens = some_tokens(24, resident.vocab_size());
+  const std::vector<float> want = prefill_decode_twice(resident, tokens);
+
+  // A budget of one byte streams every layer; one byte short of the resident size streams the last ones (at least
+  // three: two streamed layers take two slots, which saves nothing) and keeps the rest.
+  for (uint64_t budget : {uint64_t{1}, resident.device_weight_bytes() - 1}) {
+    CudaLoadOptions load;
+    load.weight_budget_bytes = budget;
+    const CudaModel streamed(checkpoint, load);
+    if (budget == 1) {
+      EXPECT_EQ(streamed.streamed_layers(), streamed.num_layers());
+    } else {
+      EXPECT_LE(streamed.device_weight_bytes(), budget);
+      EXPECT_GE(streamed.streamed_layers(), std::min(3, streamed.num_layers()));
+      if (streamed.num_layers() >= 4) {
+        EXPECT_LT(streamed.streamed_layers(), streamed.num_layers()) << "a budget near the model keeps some layers";
+      }
+    }
+    EXPECT_GT(streamed.streamed_bytes(), 0u);
+    // The same bytes through the same kernels: any difference is a copy that landed late or in the wrong slot.
+    const std::vector<float> got = prefill_decode_twice(streamed, tokens);
+    ASSERT_EQ(got.size(), want.size());
+    size_t differing = 0;
+    for (size_t i = 0; i < want.size(); ++i) differing += std::memcmp(&got[i], &want[i], sizeof(float)) != 0;
+    EXPECT_EQ(differing, 0u) << streamed.streamed_layers() << " of " << streamed.num_layers()
+                             << " layers streamed: logits differ from the resident model's";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryArchitecture, CudaStreaming,
+    ::testing::Values(StreamCase{Arch::kLlama, 0, ""}, StreamCase{Arch::kLlama, 3, ""},
+                      StreamCase{Arch::kGemma4, 0, ""}, StreamCase{Arch::kHxa079, 0, ""},
+                      StreamCase{Arch::kHxa07i, 0, ""}, StreamCase{Arch::kLlama, 3, "int4"},
+                      StreamCase{Arch::kHxa079, 0, "fp6"}),
+    [](const ::testing::TestParamInfo<StreamCase>& param) {
+      const StreamCase& c = param.param;
+      return std::string(arch_name(c.arch)) + (c.layers ? "_" + std::to_string(c.layers) + "layers" : "") +
+             (*c.scheme ? std::string("_") + c.scheme : "");
+    });
 
 // ---- the command line ----
 

@@ -1,5 +1,5 @@
-// hxforge run MODEL --tokens 1,2,3 [--tokens-file F] [--device cpu|cuda] [--compute f32|bf16] [--prefill N]
-//              [--dump-logits OUT.safetensors] [--top-k K] [--json]
+// hxforge run MODEL --tokens 1,2,3 [--tokens-file F] [--device cpu|cuda] [--gpu-weight-budget GIB]
+//              [--compute f32|bf16] [--prefill N] [--dump-logits OUT.safetensors] [--top-k K] [--json]
 //
 // Runs the reference forward pass (verify/forward.h; with --device cuda the GPU one, verify/cuda/cuda_model.h) over
 // the checkpoint and prints the top-k next tokens of every position; --dump-logits writes the full logits (tensor
@@ -37,6 +37,8 @@ void declare(po::options_description& options, po::positional_options_descriptio
       ("tokens", po::value<std::string>(), "token ids, comma-separated (e.g. 2,449,251)")
       ("tokens-file", po::value<std::string>(), "a text file of token ids separated by commas, spaces or newlines")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda")
+      ("gpu-weight-budget", po::value<double>(),
+       "GiB of GPU memory the weights may take (cuda); layers past it are streamed from host memory every call")
       ("compute", po::value<std::string>()->default_value("f32"),
        "f32 (reference: f32 activations and products) or bf16 (fast: bf16 products, f32 sums and small ops)")
       ("prefill", po::value<int64_t>(), "run the first N tokens in one call, then one call per token (decode)")
@@ -121,13 +123,25 @@ int run(const po::variables_map& args) {
                        std::to_string(prefill));
   }
 
+  CudaLoadOptions load;
+  if (args.count("gpu-weight-budget")) {
+    constexpr double kMaxGib = 1 << 20;  // a pebibyte: beyond any GPU, and far inside uint64_t bytes
+    const double gib = args["gpu-weight-budget"].as<double>();
+    if (device != "cuda") throw UsageError("--gpu-weight-budget applies to --device cuda only");
+    if (!(gib > 0 && gib <= kMaxGib)) {
+      throw UsageError("--gpu-weight-budget must be a number of GiB in (0, " + std::to_string(int64_t(kMaxGib)) +
+                       "], got " + std::to_string(gib));
+    }
+    load.weight_budget_bytes = std::max<uint64_t>(1, static_cast<uint64_t>(gib * double(uint64_t{1} << 30)));
+  }
+
   const auto load_start = Clock::now();
   const Checkpoint checkpoint = open_checkpoint(model_path);
   // One engine per run: the CPU reference, or the CUDA forward pass (same plan, same forward contract).
   std::unique_ptr<Model> cpu_model;
   std::unique_ptr<CudaModel> gpu_model;
   if (device == "cuda") {
-    gpu_model = std::make_unique<CudaModel>(checkpoint);
+    gpu_model = std::make_unique<CudaModel>(checkpoint, load);
   } else {
     cpu_model = std::make_unique<Model>(checkpoint);
   }
@@ -189,7 +203,9 @@ int run(const po::variables_map& args) {
                      {"decode_tokens", decoded},
                      {"decode_seconds", decode_seconds}};
     if (gpu_model) {
-      out["memory"] = {{"gpu_weight_bytes", gpu_model->device_weight_bytes()}};
+      out["memory"] = {{"gpu_weight_bytes", gpu_model->device_weight_bytes()},
+                       {"streamed_layers", gpu_model->streamed_layers()},
+                       {"streamed_bytes", gpu_model->streamed_bytes()}};
       out["gpu"] = gpu_model->device_name();
     } else {
       out["memory"] = {{"mapped_weight_bytes", cpu_model->mapped_weight_bytes()},
@@ -199,7 +215,11 @@ int run(const po::variables_map& args) {
     return 0;
   }
 
-  const std::string on = gpu_model ? "cuda (" + gpu_model->device_name() + ")" : "cpu";
+  std::string on = gpu_model ? "cuda (" + gpu_model->device_name() + ")" : "cpu";
+  if (gpu_model && gpu_model->streamed_layers() > 0) {
+    on += ", " + std::to_string(gpu_model->streamed_layers()) + " layers (" +
+          std::to_string(gpu_model->streamed_bytes() >> 20) + " MiB) streamed from host memory";
+  }
   std::printf("%s: %s, %d layers, vocab %lld, %lld tokens, %s compute on %s\n", model_path.c_str(),
               architecture.c_str(), num_layers, static_cast<long long>(V), static_cast<long long>(T),
               compute_mode_name(mode), on.c_str());

@@ -7,8 +7,8 @@
 // Prefill (≥ kTiledMinTokens queries, head_dim 64/128/256) takes a tiled kernel instead: K/V tiles in shared memory
 // shared by 32 queries, f32 on the CUDA cores (the CPU reference computes attention in f32 in both compute modes).
 // Decode (few queries) splits long key ranges over several blocks (kSplitKeys each) and merges them after.
-// In kBF16 mode prefill takes attention_tc.cu's tensor-core kernel where the head size allows (≤ 128); the kernels
-// here are the f32 reference it is tested against, and serve kF32 mode, decode and larger heads.
+// In kBF16 mode prefill takes attention_tc.cu's tensor-core kernel (head sizes 32 to 512); the kernels here are the
+// f32 reference it is tested against, and serve kF32 mode and decode.
 #include <algorithm>
 #include <cfloat>
 #include <stdexcept>

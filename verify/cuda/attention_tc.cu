@@ -22,7 +22,6 @@
 #include <algorithm>
 #include <cfloat>
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 
 #include "verify/cuda/cuda_kernels.h"
@@ -442,6 +441,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Lets `kernel` use `bytes` of dynamic shared memory (above the default 48 KB); fails naming the size when this GPU
+// has less (the d = 512 kernel needs ~215 KB, an H100's limit is 227 KB).
+template <typename Kernel>
+void allow_shared_memory(Kernel kernel, size_t bytes) {
+  if (const cudaError_t e =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+      e != cudaSuccess)
+    fail("CUDA attention: " + std::to_string(bytes) + " bytes of shared memory per block", e);
+}
+
 // The planes of K and V for this call (split_kv_kernel), in stream-ordered scratch the caller frees.
 template <int D>
 SplitKv split_kv(const AttentionShape& shape, const float* k, const float* v, int64_t cache_len,
@@ -450,9 +459,8 @@ SplitKv split_kv(const AttentionShape& shape, const float* k, const float* v, in
   kv.padded = (cache_len + kTileK - 1) / kTileK * kTileK;  // whole tiles of either kernel (kTileK % kWideTileK == 0)
   const size_t plane = static_cast<size_t>(shape.kv_heads * kv.padded * D);
   void* planes = nullptr;
-  if (cudaMallocAsync(&planes, 4 * plane * sizeof(__nv_bfloat16), stream) != cudaSuccess) {
-    throw std::runtime_error("CUDA attention: cannot allocate " + std::to_string(4 * plane * 2) + " bytes of scratch");
-  }
+  if (const cudaError_t e = cudaMallocAsync(&planes, 4 * plane * sizeof(__nv_bfloat16), stream); e != cudaSuccess)
+    fail("CUDA attention: allocating " + std::to_string(4 * plane * 2) + " bytes of scratch", e);
   kv.k_hi = static_cast<__nv_bfloat16*>(planes);
   kv.k_lo = kv.k_hi + plane, kv.v_hi = kv.k_lo + plane, kv.v_lo = kv.v_hi + plane;
   const int64_t pairs = static_cast<int64_t>(plane / 2);
@@ -467,7 +475,7 @@ void launch(const AttentionShape& shape, const float* q, int64_t tokens, const f
   const SplitKv kv = split_kv<D>(shape, k, v, cache_len, stream);
   const size_t bytes = sizeof(__nv_bfloat16) * 2 * 2 * (size_t{kTileK} * (D + kPad) + size_t{D} * (kTileK + kPad));
   const auto kernel = attention_tc_kernel<D>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  allow_shared_memory(kernel, bytes);
   const dim3 grid(static_cast<unsigned>((tokens + kTileQ - 1) / kTileQ), static_cast<unsigned>(shape.q_heads));
   kernel<<<grid, kThreads, bytes, stream>>>(shape, q, tokens, kv, cache_len, out);
   cudaFreeAsync(kv.k_hi, stream);
@@ -480,7 +488,7 @@ void launch_wide(const AttentionShape& shape, const float* q, int64_t tokens, co
   const size_t bytes =
       sizeof(__nv_bfloat16) * 2 * (size_t{kTileQ + kWideTileK} * (D + kPad) + size_t{kDv} * (kWideTileK + kPad));
   const auto kernel = attention_tc_wide_kernel<D, kDv>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  allow_shared_memory(kernel, bytes);
   const dim3 grid(static_cast<unsigned>((tokens + kTileQ - 1) / kTileQ), static_cast<unsigned>(shape.q_heads),
                   static_cast<unsigned>(D / kDv));
   kernel<<<grid, kThreads, bytes, stream>>>(shape, q, tokens, kv, cache_len, out);

@@ -119,7 +119,10 @@ DeviceBuffer::DeviceBuffer(size_t bytes, cudaStream_t stream) : bytes_(bytes), s
 }
 
 void DeviceBuffer::release() noexcept {
-  if (!ptr_) return;
+  if (!ptr_ || !owned_) {
+    ptr_ = nullptr;
+    return;
+  }
   if (async_) {
     cudaFreeAsync(ptr_, stream_);
   } else {

@@ -11,6 +11,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -22,8 +23,7 @@
 
 namespace hx::cuda {
 
-// Throws UnsupportedError (exit 3) "<what>: CUDA error <name> (<description>)".
-[[noreturn]] void fail(const std::string& what, cudaError_t error);
+// fail() (cuda_kernels.h) unless `error` is cudaSuccess.
 inline void check(cudaError_t error, const char* what) {
   if (error != cudaSuccess) fail(what, error);
 }
@@ -31,11 +31,19 @@ void check_blas(cublasStatus_t status, const char* what);
 
 // Device memory. With a stream it is stream-ordered scratch (cudaMallocAsync / cudaFreeAsync from the device's
 // memory pool, so per-call buffers cost no cudaMalloc); without one, a long-lived allocation (weights, caches).
+// view() is a non-owning part of another allocation (a layer's weights inside its arena or streaming slot).
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   DeviceBuffer(size_t bytes, cudaStream_t stream);
   explicit DeviceBuffer(size_t bytes) : DeviceBuffer(bytes, nullptr) {}
+  static DeviceBuffer view(void* ptr, size_t bytes) {
+    DeviceBuffer b;
+    b.ptr_ = ptr;
+    b.bytes_ = bytes;
+    b.owned_ = false;
+    return b;
+  }
   ~DeviceBuffer() { release(); }
   DeviceBuffer(DeviceBuffer&& other) noexcept { *this = std::move(other); }
   DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
@@ -44,6 +52,7 @@ class DeviceBuffer {
     bytes_ = std::exchange(other.bytes_, 0);
     stream_ = std::exchange(other.stream_, nullptr);
     async_ = std::exchange(other.async_, false);
+    owned_ = std::exchange(other.owned_, true);
     return *this;
   }
   DeviceBuffer(const DeviceBuffer&) = delete;
@@ -59,6 +68,7 @@ class DeviceBuffer {
   size_t bytes_ = 0;
   cudaStream_t stream_ = nullptr;
   bool async_ = false;
+  bool owned_ = true;
 };
 
 // A weight matrix W [rows = out, cols = in] resident on the GPU, row-major: dense bf16 or f32 values, or the packed
@@ -78,6 +88,29 @@ struct DeviceMatrix {
   }
 };
 using Matrix = std::unique_ptr<DeviceMatrix>;  // null = absent
+
+// Where the weights' bytes go at load. Outside a staged layer, put() makes a GPU allocation and copies the bytes
+// there (resident weights). Between begin_layer() and end_layer(), put() lays the bytes out in the layer's host
+// image instead (each part aligned as cudaMalloc's) and returns a view whose address is the part's offset in it,
+// for LayerStreamer to place; kMeasure only adds up the image's size (a dry run: what would this layer take?).
+struct LayerImage {
+  std::vector<std::byte> image;  // empty when measured only
+  size_t bytes = 0;
+};
+class WeightStore {
+ public:
+  enum class Staging : uint8_t { kNone, kImage, kMeasure };
+  DeviceBuffer put(const void* host, size_t bytes, const std::string& what);
+  // `count` rows of `row_bytes`, `stride` bytes apart in host memory, stored contiguously.
+  DeviceBuffer put_rows(const void* host, size_t row_bytes, size_t stride, size_t count, const std::string& what);
+  void begin_layer(Staging staging);
+  LayerImage end_layer();
+  uint64_t bytes_on_gpu = 0;  // the allocations put() made outside staged layers
+
+ private:
+  Staging staging_ = Staging::kNone;
+  LayerImage layer_;
+};
 
 // A small f32 vector (norm weight, bias, w0, r_k, …); empty = absent.
 struct DeviceVector {
@@ -106,6 +139,64 @@ struct LayerWeights {
   Matrix mlp_gate, mlp_up, mlp_down, ple_gate, ple_projection;
   float layer_scalar = 1.0f;
   bool has_layer_scalar = false;
+};
+
+// Every weight buffer of a layer: the matrices' parts and the vectors. Keep in step with the structs above
+// (LayerStreamer::keep_streamed checks that the buffers it visits tile the layer's image).
+void for_each_buffer(LayerWeights& w, const std::function<void(DeviceBuffer&)>& fn);
+
+// Frees a host image: cudaFreeHost when pinned, else delete[].
+struct HostImageFree {
+  bool pinned = false;
+  void operator()(std::byte* p) const;
+};
+
+// The layers streamed from host memory (weight_streaming.cc). The layers past the weight budget keep their image
+// (WeightStore) in pinned host memory; a forward call copies each into one of two GPU slots on a copy stream
+// before it runs, the next one while the current one computes (streamed layer j always uses slot j % 2, so its
+// views point into that slot for good). Events order the two streams: a slot is refilled only after the compute
+// stream is done with the layer in it, and a layer runs only after its copy has landed. With one or two streamed
+// layers the slots keep them from call to call and nothing is copied after the first call.
+class LayerStreamer {
+ public:
+  LayerStreamer() = default;
+  ~LayerStreamer();
+  LayerStreamer(const LayerStreamer&) = delete;
+  LayerStreamer& operator=(const LayerStreamer&) = delete;
+
+  // Keeps layer `layer`'s image (w's views are offsets in it) in pinned host memory (pageable when pinning fails).
+  void keep_streamed(int layer, LayerImage image, LayerWeights& w);
+  // After the last layer: allocates the two slots and points every streamed layer's views into its slot.
+  void allocate_slots();
+
+  bool streamed(int layer) const;
+  int streamed_count() const { return static_cast<int>(streamed_.size()); }
+  uint64_t slot_bytes() const { return slots_[0].bytes() + slots_[1].bytes(); }
+  uint64_t streamed_bytes() const;  // host bytes of the streamed layers
+
+  // At the start of a forward call on `compute`: starts copying the first streamed layer, so that its copy overlaps
+  // the embedding and the resident layers.
+  void begin_call();
+  // Around each layer of a forward call: wait for its weights and prefetch the next streamed layer's; then mark
+  // the layer's slot free for refilling.
+  void before_layer(int layer, cudaStream_t compute);
+  void after_layer(int layer, cudaStream_t compute);
+
+ private:
+  struct Streamed {
+    int layer = 0;
+    std::unique_ptr<std::byte[], HostImageFree> host;
+    size_t bytes = 0;
+    LayerWeights* weights = nullptr;
+  };
+  int index_of(int layer) const;
+  void ensure_loaded(int index);
+
+  std::vector<Streamed> streamed_;  // in layer order
+  DeviceBuffer slots_[2];
+  int slot_holds_[2] = {-1, -1};  // index in streamed_ of what each slot holds (or is being filled with)
+  cudaStream_t copy_stream_ = nullptr;
+  cudaEvent_t ready_[2] = {nullptr, nullptr}, free_[2] = {nullptr, nullptr};
 };
 
 // A layer's state on the GPU: KV cache rows [capacity, row_floats] of which `positions` are filled; WKV [H, N, N].
@@ -165,8 +256,8 @@ std::vector<float> download(const CallContext& ctx, const float* device, int64_t
 // ---- quantized matrices (cuda_quantized.cc) ----
 // When `name` is a quantized matrix of `checkpoint` whose layout the GPU decodes (every scheme's portable layout,
 // and fp6/fp5 torchao-tc), uploads its codes, scales and zeros into `m` and returns true; false for a dense tensor
-// or gemlite int4 (the caller decodes those on the host). Counts the bytes uploaded into *bytes.
-bool upload_quantized(const Checkpoint& checkpoint, const std::string& name, DeviceMatrix& m, uint64_t* bytes);
+// or gemlite int4 (the caller decodes those on the host). The bytes go through `store`.
+bool upload_quantized(const Checkpoint& checkpoint, const std::string& name, DeviceMatrix& m, WeightStore& store);
 
 // ---- blocks (cuda_blocks.cc) ----
 void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallContext& ctx, const float* x,

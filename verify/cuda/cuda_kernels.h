@@ -6,8 +6,13 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <string>
 
 namespace hx::cuda {
+
+// Throws UnsupportedError (exit 3) "<what>: CUDA error <name> (<description>)" (cuda_gemm.cc; declared here too for
+// the .cu files, which cannot include the C++20 headers of cuda_internal.h).
+[[noreturn]] void fail(const std::string& what, cudaError_t error);
 
 // ---- conversions and gathers (elementwise.cu) ----
 void f32_to_bf16(const float* x, uint16_t* out, int64_t n, cudaStream_t stream);

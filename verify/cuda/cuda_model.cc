@@ -8,6 +8,7 @@
 // the very values the CPU decodes. Small vectors are uploaded as f32.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <set>
@@ -91,8 +92,9 @@ struct CudaModel::Impl {
   cuda::Matrix embedding, head, ple_table, ple_model_projection;
   DeviceVector final_norm, ple_projection_norm;
   std::vector<cuda::LayerWeights> layers;
-  uint64_t device_bytes = 0;
-  mutable RopeCache rope_cache;  // forward() is const; one call at a time per model
+  cuda::WeightStore store;
+  mutable cuda::LayerStreamer streamer;  // forward() is const; one call at a time per model
+  mutable RopeCache rope_cache;
 
   const DeviceMatrix& head_matrix() const { return head ? *head : *embedding; }
   ~Impl() {
@@ -119,18 +121,15 @@ class Uploader {
     auto m = std::make_unique<DeviceMatrix>();
     m->rows = w->rows();
     m->cols = w->cols();
-    const std::string what = "uploading " + ref.name + " (" + w->describe() + ") to the GPU";
-    if (cuda::upload_quantized(checkpoint_, ref.name, *m, &model_.device_bytes)) return m;  // stays packed
+    const std::string what = ref.name + " (" + w->describe() + ")";
+    if (cuda::upload_quantized(checkpoint_, ref.name, *m, model_.store)) return m;  // stays packed
     int64_t stride = 0;
     for (DType format : {DType::kBF16, DType::kF32}) {
       if (const std::byte* rows = w->stored_rows(format, 0, 0, &stride)) {
         const size_t row_bytes = static_cast<size_t>(m->cols * dtype_element_size(format));
         m->bf16 = format == DType::kBF16;
-        m->data = DeviceBuffer(row_bytes * static_cast<size_t>(m->rows));
-        check(cudaMemcpy2D(m->data.get(), row_bytes, rows, static_cast<size_t>(stride), row_bytes,
-                           static_cast<size_t>(m->rows), cudaMemcpyHostToDevice),
-              what.c_str());
-        model_.device_bytes += m->data.bytes();
+        m->data = model_.store.put_rows(rows, row_bytes, static_cast<size_t>(stride), static_cast<size_t>(m->rows),
+                                        what);
         return m;
       }
     }
@@ -146,10 +145,7 @@ class Uploader {
   DeviceVector upload_vector(const std::vector<float>& host, const std::string& name) {
     DeviceVector v;
     v.size = static_cast<int64_t>(host.size());
-    v.data = DeviceBuffer(host.size() * sizeof(float));
-    check(cudaMemcpy(v.data.get(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice),
-          ("uploading " + name + " to the GPU").c_str());
-    model_.device_bytes += v.data.bytes();
+    v.data = model_.store.put(host.data(), host.size() * sizeof(float), name);
     return v;
   }
 
@@ -173,13 +169,10 @@ class Uploader {
     if (exact_in_bf16) {
       std::vector<uint16_t> bits(values.size());
       for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
-      m.data = DeviceBuffer(bits.size() * sizeof(uint16_t));
-      check(cudaMemcpy(m.data.get(), bits.data(), m.data.bytes(), cudaMemcpyHostToDevice), what.c_str());
+      m.data = model_.store.put(bits.data(), bits.size() * sizeof(uint16_t), what);
     } else {
-      m.data = DeviceBuffer(values.size() * sizeof(float));
-      check(cudaMemcpy(m.data.get(), values.data(), m.data.bytes(), cudaMemcpyHostToDevice), what.c_str());
+      m.data = model_.store.put(values.data(), values.size() * sizeof(float), what);
     }
-    model_.device_bytes += m.data.bytes();
   }
 
   const Checkpoint& checkpoint_;
@@ -219,7 +212,84 @@ void load_rwkv(Uploader& up, const RwkvPlan& p, cuda::RwkvWeights& w) {
   w.rope_inv_freq = inv_freq_of(p.rope);
 }
 
-std::unique_ptr<CudaModel::Impl> load_model(const Checkpoint& checkpoint, ModelPlan plan) {
+// Bytes of GPU memory the weights may take: the caller's budget, else HXFORGE_CUDA_WEIGHT_BUDGET_MIB, else the free
+// memory less a reserve for what a forward call allocates (activations, KV caches, logits, cuBLAS workspace).
+uint64_t weight_budget(const CudaLoadOptions& options) {
+  if (options.weight_budget_bytes > 0) return options.weight_budget_bytes;
+  if (const char* env = std::getenv("HXFORGE_CUDA_WEIGHT_BUDGET_MIB"); env && *env) {
+    uint64_t mib = 0;
+    bool valid = true;
+    for (const char* c = env; *c; ++c) {  // digits only: strtoull would take "-1" as 2^64 - 1
+      valid = valid && *c >= '0' && *c <= '9' && mib <= (UINT64_MAX >> 20) / 10;
+      if (valid) mib = mib * 10 + static_cast<uint64_t>(*c - '0');
+    }
+    if (!valid || mib == 0 || mib > (UINT64_MAX >> 20)) {
+      throw UsageError(std::string("HXFORGE_CUDA_WEIGHT_BUDGET_MIB must be a positive whole number of MiB, got '") +
+                       env + "'");
+    }
+    return mib << 20;
+  }
+  size_t free_bytes = 0, total_bytes = 0;
+  check(cudaMemGetInfo(&free_bytes, &total_bytes), "reading the GPU's free memory");
+  constexpr uint64_t kMinReserve = uint64_t{4} << 30;  // a 2048-token prefill of a 21B model needs about 3 GiB
+  const uint64_t reserve = std::max<uint64_t>(kMinReserve, total_bytes / 8);
+  return free_bytes > reserve ? free_bytes - reserve : 0;
+}
+
+uint64_t stored_bytes(const Checkpoint& checkpoint) {
+  uint64_t total = 0;
+  for (const NamedTensor& t : checkpoint.tensors) total += t.view.nbytes();
+  return total;
+}
+
+void load_layer(const Checkpoint& checkpoint, const LayerPlan& lp, Uploader& up, cuda::LayerWeights& w) {
+  if (lp.mixer != MixerKind::kRwkv) load_attention(up, lp.attention, w.attention);
+  if (lp.mixer != MixerKind::kAttention) load_rwkv(up, lp.rwkv, w.rwkv);
+  w.input_norm = up.vector(lp.input_norm);
+  w.attention_out_norm = up.vector(lp.attention_out_norm);
+  w.ffn_in_norm = up.vector(lp.ffn_in_norm);
+  w.ffn_out_norm = up.vector(lp.ffn_out_norm);
+  w.mlp_gate = up.matrix(lp.mlp_gate), w.mlp_up = up.matrix(lp.mlp_up), w.mlp_down = up.matrix(lp.mlp_down);
+  w.ple_gate = up.matrix(lp.ple_gate), w.ple_projection = up.matrix(lp.ple_projection);
+  w.ple_norm = up.vector(lp.ple_norm);
+  if (lp.layer_scalar.used()) {
+    w.layer_scalar = load_vector_f32(checkpoint, lp.layer_scalar.name, lp.layer_scalar.shape).at(0);
+    w.has_layer_scalar = true;
+  }
+}
+
+// How many leading layers stay resident (the rest are streamed): all of them when they surely fit; else the most
+// for which tables + those layers + the two slots (the largest streamed layer of each parity) fit the budget, from
+// each layer's GPU size measured by a dry run of its load (no copies). At least 0: when even streaming every layer
+// exceeds the budget, the load goes on with every layer streamed, and an allocation that fails names itself.
+int resident_layer_count(const Checkpoint& checkpoint, const ModelPlan& p, Uploader& up, cuda::WeightStore& store,
+                         uint64_t budget) {
+  const int L = p.num_layers();
+  const uint64_t tables = store.bytes_on_gpu;
+  // No stored weight grows more than 8× on the GPU (a 4-bit code decoded to f32), so below that nothing streams.
+  constexpr uint64_t kMaxGrowth = 8;
+  if (tables <= budget && stored_bytes(checkpoint) <= (budget - tables) / kMaxGrowth) return L;
+  std::vector<uint64_t> sizes(static_cast<size_t>(L));
+  for (int i = 0; i < L; ++i) {
+    cuda::LayerWeights scratch;
+    store.begin_layer(cuda::WeightStore::Staging::kMeasure);
+    load_layer(checkpoint, p.layers[static_cast<size_t>(i)], up, scratch);
+    sizes[static_cast<size_t>(i)] = store.end_layer().bytes;
+  }
+  for (int resident = L; resident > 0; --resident) {
+    uint64_t total = tables, slot[2] = {0, 0};
+    for (int i = 0; i < resident; ++i) total += sizes[static_cast<size_t>(i)];
+    for (int i = resident; i < L; ++i) {
+      uint64_t& s = slot[(i - resident) % 2];
+      s = std::max<uint64_t>(s, sizes[static_cast<size_t>(i)]);
+    }
+    if (total + slot[0] + slot[1] <= budget) return resident;
+  }
+  return 0;
+}
+
+std::unique_ptr<CudaModel::Impl> load_model(const Checkpoint& checkpoint, ModelPlan plan,
+                                            const CudaLoadOptions& options) {
   require_device();
   auto model = std::make_unique<CudaModel::Impl>();
   model->plan = std::move(plan);
@@ -236,6 +306,7 @@ std::unique_ptr<CudaModel::Impl> load_model(const Checkpoint& checkpoint, ModelP
   check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "configuring the GPU memory pool");
 
   const ModelPlan& p = model->plan;
+  const uint64_t budget = weight_budget(options);  // before the first upload: the free memory includes the tables
   Uploader up(checkpoint, *model);
   model->embedding = up.matrix(p.embedding);
   if (p.head.name != p.embedding.name) model->head = up.matrix(p.head);
@@ -243,24 +314,21 @@ std::unique_ptr<CudaModel::Impl> load_model(const Checkpoint& checkpoint, ModelP
   model->ple_table = up.matrix(p.ple_table);
   model->ple_model_projection = up.matrix(p.ple_model_projection);
   model->ple_projection_norm = up.vector(p.ple_projection_norm);
+
+  const int L = p.num_layers();
+  const int resident = resident_layer_count(checkpoint, p, up, model->store, budget);
   model->layers.resize(p.layers.size());
-  for (size_t i = 0; i < p.layers.size(); ++i) {
-    const LayerPlan& lp = p.layers[i];
-    cuda::LayerWeights& w = model->layers[i];
-    if (lp.mixer != MixerKind::kRwkv) load_attention(up, lp.attention, w.attention);
-    if (lp.mixer != MixerKind::kAttention) load_rwkv(up, lp.rwkv, w.rwkv);
-    w.input_norm = up.vector(lp.input_norm);
-    w.attention_out_norm = up.vector(lp.attention_out_norm);
-    w.ffn_in_norm = up.vector(lp.ffn_in_norm);
-    w.ffn_out_norm = up.vector(lp.ffn_out_norm);
-    w.mlp_gate = up.matrix(lp.mlp_gate), w.mlp_up = up.matrix(lp.mlp_up), w.mlp_down = up.matrix(lp.mlp_down);
-    w.ple_gate = up.matrix(lp.ple_gate), w.ple_projection = up.matrix(lp.ple_projection);
-    w.ple_norm = up.vector(lp.ple_norm);
-    if (lp.layer_scalar.used()) {
-      w.layer_scalar = load_vector_f32(checkpoint, lp.layer_scalar.name, lp.layer_scalar.shape).at(0);
-      w.has_layer_scalar = true;
+  for (int i = 0; i < L; ++i) {
+    cuda::LayerWeights& w = model->layers[static_cast<size_t>(i)];
+    if (i < resident) {
+      load_layer(checkpoint, p.layers[static_cast<size_t>(i)], up, w);
+      continue;
     }
+    model->store.begin_layer(cuda::WeightStore::Staging::kImage);
+    load_layer(checkpoint, p.layers[static_cast<size_t>(i)], up, w);
+    model->streamer.keep_streamed(i, model->store.end_layer(), w);
   }
+  model->streamer.allocate_slots();
   return model;
 }
 
@@ -376,9 +444,10 @@ void CudaState::reset() {
 
 // ---- CudaModel ----
 
-CudaModel::CudaModel(const Checkpoint& checkpoint) : impl_(load_model(checkpoint, plan_model(checkpoint))) {}
-CudaModel::CudaModel(const Checkpoint& checkpoint, const ModelConfig& config)
-    : impl_(load_model(checkpoint, plan_model(checkpoint, config))) {}
+CudaModel::CudaModel(const Checkpoint& checkpoint, const CudaLoadOptions& options)
+    : impl_(load_model(checkpoint, plan_model(checkpoint), options)) {}
+CudaModel::CudaModel(const Checkpoint& checkpoint, const ModelConfig& config, const CudaLoadOptions& options)
+    : impl_(load_model(checkpoint, plan_model(checkpoint, config), options)) {}
 CudaModel::~CudaModel() = default;
 CudaModel::CudaModel(CudaModel&&) noexcept = default;
 CudaModel& CudaModel::operator=(CudaModel&&) noexcept = default;
@@ -389,7 +458,11 @@ int64_t CudaModel::hidden_size() const { return impl_->plan.hidden_size; }
 int CudaModel::num_layers() const { return impl_->plan.num_layers(); }
 const ModelPlan& CudaModel::plan() const { return impl_->plan; }
 std::string CudaModel::device_name() const { return impl_->device_name; }
-uint64_t CudaModel::device_weight_bytes() const { return impl_->device_bytes; }
+uint64_t CudaModel::device_weight_bytes() const {
+  return impl_->store.bytes_on_gpu + impl_->streamer.slot_bytes();
+}
+int CudaModel::streamed_layers() const { return impl_->streamer.streamed_count(); }
+uint64_t CudaModel::streamed_bytes() const { return impl_->streamer.streamed_bytes(); }
 
 CudaState CudaModel::new_state() const {
   CudaState state;
@@ -452,6 +525,7 @@ ForwardResult CudaModel::forward(std::span<const int64_t> tokens, CudaState& sta
       result.ple_inputs = cuda::download(ctx, per_layer_inputs.f32(), T * L * plan.ple_dim);
   }
 
+  m.streamer.begin_call();
   RopeTables rope_tables(ctx, m.rope_cache);
   for (int layer = 0; layer < L; ++layer) {
     const LayerPlan& lp = plan.layers[static_cast<size_t>(layer)];
@@ -459,7 +533,9 @@ ForwardResult CudaModel::forward(std::span<const int64_t> tokens, CudaState& sta
     const cuda::DeviceRope* rope = lp.mixer == MixerKind::kAttention
                                        ? rope_tables.get(lp.attention.rope, w.attention.rope_inv_freq)
                                        : rope_tables.get(lp.rwkv.rope, w.rwkv.rope_inv_freq);
+    m.streamer.before_layer(layer, ctx.stream);
     run_layer(m, layer, ctx, rope, layers, per_layer_inputs.f32(), h.f32());
+    m.streamer.after_layer(layer, ctx.stream);
     if (options.collect_hidden && layer + 1 < L) result.hidden.push_back(cuda::download(ctx, h.f32(), T * D));
   }
   if (options.collect_hidden) result.final_norm_input = cuda::download(ctx, h.f32(), T * D);

@@ -1,11 +1,11 @@
 // The forward pass on an NVIDIA GPU: the same graph as the CPU reference (verify/forward.h), from the same resolved
-// ModelPlan (verify/forward_plan.h), with the weights resident in GPU memory.
+// ModelPlan (verify/forward_plan.h), with the weights in GPU memory (or streamed to it layer by layer, below).
 //
 // Design goals
 //  * One graph, two engines: the plan decides what every layer computes (norm placement, RoPE, KV sharing, the
 //    RWKV-7 switches, TICA, PLE, layer_scalar, softcap); tensors are found through plan_model() and read through
 //    make_weight() (so every encoding the CPU reads — dense floats and the registered quantized formats — loads
-//    here too, decoded once at load). Nothing here re-derives an architecture.
+//    here too). Nothing here re-derives an architecture.
 //  * The CPU's numerics: activations f32 between the products; kF32 = f32 GEMMs (cuBLAS, CUBLAS_COMPUTE_32F, no
 //    TF32), kBF16 = bf16 × bf16 products with f32 sums (the CPU's MatmulCompute::kBF16). Element-wise ops follow the
 //    CPU formulas (verify/kernels.h); the reduction order differs, so results agree to f32 noise, not bit for bit.
@@ -22,8 +22,13 @@
 // Prefill attention runs on the tensor cores in kBF16 mode (attention_tc.cu, bf16×3 products: f32-like accuracy);
 // kF32 keeps the f32 kernels, the reference they are tested against.
 //
-// Non-goals (for now): batches of sequences; streaming weights layer by layer when they do not fit (the model must
-// fit in GPU memory, else the load fails with exit 3 naming the allocation); integer/fp8 tensor-core products;
+// Weights that do not fit the budget (CudaLoadOptions) are streamed layer by layer: the last layers stay in pinned
+// host memory and every call copies them into two GPU slots on a second stream, each while the layer before it
+// computes (weight_streaming.cc; one or two streamed layers stay in their slots between calls); the embedding,
+// head and PLE tables stay resident. A streamed layer costs its bytes over PCIe per call (~50 GB/s on an H100
+// host), so decode slows to the copy rate; prefill of long sequences hides much of it behind compute.
+//
+// Non-goals (for now): batches of sequences; integer/fp8 tensor-core products;
 // CUDA graphs (decode launches ~25 kernels a layer, which keeps bf16 decode near 61 % of the HBM roofline on an
 // H100); several GPUs.
 #pragma once
@@ -88,12 +93,19 @@ struct CudaAttentionProblem {
 std::vector<float> cuda_causal_attention(const CudaAttentionProblem& problem, std::span<const float> q,
                                          std::span<const float> k, std::span<const float> v, bool tensor_cores);
 
+// How much GPU memory the weights may take. 0 = HXFORGE_CUDA_WEIGHT_BUDGET_MIB from the environment when set, else
+// the GPU's free memory less a reserve for activations and caches (max(4 GiB, 1/8 of the GPU)). Layers that do not
+// fit are streamed from pinned host memory (see above).
+struct CudaLoadOptions {
+  uint64_t weight_budget_bytes = 0;
+};
+
 class CudaModel {
  public:
-  // Throws UnsupportedError (exit 3) when there is no CUDA build, no GPU or driver (naming the CUDA error), or the
-  // weights do not fit; the checkpoint errors of Model (FormatError naming file and tensor) otherwise.
-  explicit CudaModel(const Checkpoint& checkpoint);
-  CudaModel(const Checkpoint& checkpoint, const ModelConfig& config);
+  // Throws UnsupportedError (exit 3) when there is no CUDA build, no GPU or driver (naming the CUDA error), or an
+  // allocation fails; the checkpoint errors of Model (FormatError naming file and tensor) otherwise.
+  explicit CudaModel(const Checkpoint& checkpoint, const CudaLoadOptions& options = {});
+  CudaModel(const Checkpoint& checkpoint, const ModelConfig& config, const CudaLoadOptions& options = {});
   ~CudaModel();
   CudaModel(CudaModel&&) noexcept;
   CudaModel& operator=(CudaModel&&) noexcept;
@@ -106,7 +118,9 @@ class CudaModel {
   int num_layers() const;
   const ModelPlan& plan() const;
   std::string device_name() const;       // "NVIDIA H100 80GB HBM3"
-  uint64_t device_weight_bytes() const;  // bytes of weights resident on the GPU
+  uint64_t device_weight_bytes() const;  // GPU bytes the weights take (resident layers, tables, streaming slots)
+  int streamed_layers() const;           // layers streamed from host memory (0: all resident)
+  uint64_t streamed_bytes() const;       // their bytes, held in (pinned) host memory
 
   CudaState new_state() const;
   // Model::forward's contract (token ids checked the same way, ForwardOptions honoured, hidden states and PLE inputs

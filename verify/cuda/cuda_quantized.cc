@@ -45,13 +45,6 @@ std::span<const std::byte> part_bytes(const Checkpoint& checkpoint, const std::s
   return t->view.contiguous_bytes();
 }
 
-DeviceBuffer upload(const void* host, size_t bytes, const std::string& what, uint64_t* counted) {
-  DeviceBuffer d(bytes);
-  check(cudaMemcpy(d.get(), host, bytes, cudaMemcpyHostToDevice), ("uploading " + what + " to the GPU").c_str());
-  *counted += bytes;
-  return d;
-}
-
 // Scales (or zeros) of any stored float dtype as f32, `count` of them.
 std::vector<float> as_f32(std::span<const std::byte> bytes, DType dtype, size_t count) {
   std::vector<float> out(count);
@@ -69,7 +62,7 @@ std::vector<float> as_f32(std::span<const std::byte> bytes, DType dtype, size_t 
 
 }  // namespace
 
-bool upload_quantized(const Checkpoint& checkpoint, const std::string& name, DeviceMatrix& m, uint64_t* bytes) {
+bool upload_quantized(const Checkpoint& checkpoint, const std::string& name, DeviceMatrix& m, WeightStore& store) {
   const auto description = description_of(checkpoint);
   const QuantizedTensorEntry* entry = description ? description->find(name) : nullptr;
   if (!entry) return false;
@@ -91,9 +84,9 @@ bool upload_quantized(const Checkpoint& checkpoint, const std::string& name, Dev
     case QuantScheme::kInt8:
     case QuantScheme::kFp8: {
       m.coding = entry->scheme == QuantScheme::kInt8 ? WeightCoding::kInt8 : WeightCoding::kFp8;
-      m.data = upload(packed.data(), packed.size(), what, bytes);
+      m.data = store.put(packed.data(), packed.size(), what);
       const std::vector<float> s = row_scales();
-      m.scales = upload(s.data(), s.size() * sizeof(float), what + " scales", bytes);
+      m.scales = store.put(s.data(), s.size() * sizeof(float), what + " scales");
       return true;
     }
     case QuantScheme::kFp6:
@@ -112,21 +105,21 @@ bool upload_quantized(const Checkpoint& checkpoint, const std::string& name, Dev
       });
       std::vector<float> table(kCodeTableSize);
       for (int c = 0; c < kCodeTableSize; ++c) table[static_cast<size_t>(c)] = fpx_code_value(uint8_t(c), format);
-      m.data = upload(codes.data(), codes.size(), what, bytes);
-      m.table = upload(table.data(), table.size() * sizeof(float), what + " code values", bytes);
+      m.data = store.put(codes.data(), codes.size(), what);
+      m.table = store.put(table.data(), table.size() * sizeof(float), what + " code values");
       const std::vector<float> s = row_scales();
-      m.scales = upload(s.data(), s.size() * sizeof(float), what + " scales", bytes);
+      m.scales = store.put(s.data(), s.size() * sizeof(float), what + " scales");
       return true;
     }
     case QuantScheme::kInt4: {
       m.coding = WeightCoding::kInt4;
       m.group = entry->group_size;
       const size_t groups = static_cast<size_t>(rows * (cols / entry->group_size));
-      m.data = upload(packed.data(), packed.size(), what, bytes);
+      m.data = store.put(packed.data(), packed.size(), what);
       const std::vector<float> s = as_f32(scale, DType::kF32, groups);
       const std::vector<float> z = as_f32(part_bytes(checkpoint, parts.zero->name), DType::kF32, groups);
-      m.scales = upload(s.data(), s.size() * sizeof(float), what + " scales", bytes);
-      m.zeros = upload(z.data(), z.size() * sizeof(float), what + " zeros", bytes);
+      m.scales = store.put(s.data(), s.size() * sizeof(float), what + " scales");
+      m.zeros = store.put(z.data(), z.size() * sizeof(float), what + " zeros");
       return true;
     }
   }

@@ -34,8 +34,8 @@ void CudaState::reset() {}
 struct CudaModel::Impl {
   ModelPlan plan;
 };
-CudaModel::CudaModel(const Checkpoint&) { no_cuda(); }
-CudaModel::CudaModel(const Checkpoint&, const ModelConfig&) { no_cuda(); }
+CudaModel::CudaModel(const Checkpoint&, const CudaLoadOptions&) { no_cuda(); }
+CudaModel::CudaModel(const Checkpoint&, const ModelConfig&, const CudaLoadOptions&) { no_cuda(); }
 CudaModel::~CudaModel() = default;
 CudaModel::CudaModel(CudaModel&&) noexcept = default;
 CudaModel& CudaModel::operator=(CudaModel&&) noexcept = default;
@@ -46,6 +46,8 @@ int CudaModel::num_layers() const { return 0; }
 const ModelPlan& CudaModel::plan() const { return impl_->plan; }
 std::string CudaModel::device_name() const { return {}; }
 uint64_t CudaModel::device_weight_bytes() const { return 0; }
+int CudaModel::streamed_layers() const { return 0; }
+uint64_t CudaModel::streamed_bytes() const { return 0; }
 CudaState CudaModel::new_state() const { no_cuda(); }
 ForwardResult CudaModel::forward(std::span<const int64_t>, CudaState&, const ForwardOptions&, LogitRows) const {
   no_cuda();
