@@ -117,8 +117,8 @@ void micro_kernel_bf16(int64_t k_cells, const void* a_panel, const void* b_panel
 }  // namespace
 
 const KernelSet& generic_kernels(bool bf16) {
-  static const KernelSet f32{"generic-f32", kMr, kF32Nr, kKcCells, false, pack_b_f32, micro_kernel_f32};
-  static const KernelSet bf{"generic-bf16", kMr, kBf16Nr, kKcCells, true, pack_b_bf16, micro_kernel_bf16};
+  static const KernelSet f32{"generic-f32", kMr, kF32Nr, kKcCells, false, pack_b_f32, micro_kernel_f32, nullptr};
+  static const KernelSet bf{"generic-bf16", kMr, kBf16Nr, kKcCells, true, pack_b_bf16, micro_kernel_bf16, nullptr};
   return bf16 ? bf : f32;
 }
 
