@@ -72,9 +72,9 @@ void pack_a_chunk(const Plan& plan, const float* x, int64_t x_stride, int64_t m0
   for (int64_t tile0 = 0; tile0 < rows; tile0 += mr) {
     const int64_t tile_rows = std::min(mr, rows - tile0);
     const int64_t offset = tile0 * cells;  // in cells
-    if (plan.ks->bf16 && plan.ks->pack_a_tile_bf16 && tile_rows == mr && (k1 - k0 + 1) / 2 == cells) {
-      plan.ks->pack_a_tile_bf16(x + (m0 + tile0) * x_stride + k0, x_stride, k1 - k0,
-                                static_cast<uint32_t*>(slot) + offset);
+    const int64_t tile_cells = plan.ks->bf16 ? (k1 - k0 + 1) / 2 : k1 - k0;
+    if (plan.ks->pack_a_tile && tile_rows == mr && tile_cells == cells) {
+      plan.ks->pack_a_tile(x + (m0 + tile0) * x_stride + k0, x_stride, k1 - k0, static_cast<uint32_t*>(slot) + offset);
       continue;
     }
     if (plan.ks->bf16) {

@@ -250,17 +250,24 @@ HX_TARGET_AVX512 bool avx512_decode_row_bf16(DType dtype, const std::byte* src, 
   return true;
 }
 
-// KernelSet::pack_a_tile_bf16 for kMr = 8 rows: per 8 cells, each row's 16 floats rounded to 8 bf16 pairs (masked
-// loads past n read zeros, which also zero the odd-n high half), then the 8×8 block of 32-bit cells transposed
-// (unpack 32, unpack 64, swap 128-bit halves) into 8 panel cells of 8 rows.
-static_assert(kMr == 8, "pack_a_tile_bf16 transposes 8-row tiles");
-HX_TARGET_AVX512 void pack_a_tile_bf16(const float* x, int64_t x_stride, int64_t n, uint32_t* panel) {
-  const int64_t cells = (n + 1) / 2;
+// KernelSet::pack_a_tile for kMr = 8 rows: per 8 cells, each row's next 8 cells (8 floats, or 16 floats rounded to
+// 8 bf16 pairs; masked loads past n read zeros, which also zero the odd-n high half), then the 8×8 block of 32-bit
+// cells transposed (unpack 32, unpack 64, swap 128-bit halves) into 8 panel cells of 8 rows.
+static_assert(kMr == 8, "pack_a_tile transposes 8-row tiles");
+template <bool kBf16>
+HX_TARGET_AVX512 void pack_a_tile(const float* x, int64_t x_stride, int64_t n, uint32_t* panel) {
+  const int64_t cells = kBf16 ? (n + 1) / 2 : n;
   for (int64_t c0 = 0; c0 < cells; c0 += 8) {
-    const int64_t k0 = 2 * c0, left = n - k0;
-    const __mmask16 mask = left >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << left) - 1);
     __m256i r[8];
-    for (int m = 0; m < 8; ++m) r[m] = f32_to_bf16_bits(_mm512_maskz_loadu_ps(mask, x + m * x_stride + k0));
+    if constexpr (kBf16) {
+      const int64_t k0 = 2 * c0, left = n - k0;
+      const __mmask16 mask = left >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << left) - 1);
+      for (int m = 0; m < 8; ++m) r[m] = f32_to_bf16_bits(_mm512_maskz_loadu_ps(mask, x + m * x_stride + k0));
+    } else {
+      const int64_t left = n - c0;
+      const __mmask8 mask = left >= 8 ? __mmask8{0xff} : static_cast<__mmask8>((1u << left) - 1);
+      for (int m = 0; m < 8; ++m) r[m] = _mm256_castps_si256(_mm256_maskz_loadu_ps(mask, x + m * x_stride + c0));
+    }
     __m256i t[8], u[8];
     for (int i = 0; i < 4; ++i) {
       t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
@@ -281,8 +288,8 @@ HX_TARGET_AVX512 void pack_a_tile_bf16(const float* x, int64_t x_stride, int64_t
 }
 
 const KernelSet& avx512_kernels(bool bf16) {
-  static const KernelSet f32{"avx512-f32", kMr, kNr, kKcCells, false, pack_b, micro_kernel_f32, nullptr};
-  static const KernelSet bf{"avx512-bf16", kMr, kNr, kKcCells, true, pack_b, micro_kernel_bf16, pack_a_tile_bf16};
+  static const KernelSet f32{"avx512-f32", kMr, kNr, kKcCells, false, pack_b, micro_kernel_f32, pack_a_tile<false>};
+  static const KernelSet bf{"avx512-bf16", kMr, kNr, kKcCells, true, pack_b, micro_kernel_bf16, pack_a_tile<true>};
   return bf16 ? bf : f32;
 }
 

@@ -35,11 +35,11 @@ struct KernelSet {
   // C[rows][nr] = (load_c ? C : 0) + A[k_cells][rows] · B[k_cells][nr]; A rows are packed with stride `rows`.
   void (*micro_kernel)(int64_t k_cells, const void* a_panel, const void* b_panel, float* c, int64_t ldc, bool load_c,
                        int rows);
-  // bf16 sets: packs a full tile of mr rows of n f32 activations (row stride x_stride) into its A panel,
-  // [ceil(n / 2) cells][mr rows] of bf16 pairs rounded as formats/float_convert.h's f32_to_bf16 (odd n: the last
-  // pair's high half zero); null where the caller's scalar loop does it. Scalar packing was ~30 % of a product
+  // Packs a full tile of mr rows of n f32 activations (row stride x_stride) into its A panel: [cells][mr rows],
+  // a cell one f32, or in bf16 sets a bf16 pair rounded as formats/float_convert.h's f32_to_bf16 (odd n: the last
+  // pair's high half zero). Null where the caller's scalar loop does it; scalar packing was 30-45 % of a product
   // with few outputs (the k/v projections).
-  void (*pack_a_tile_bf16)(const float* x, int64_t x_stride, int64_t n, uint32_t* panel);
+  void (*pack_a_tile)(const float* x, int64_t x_stride, int64_t n, uint32_t* panel);
 };
 
 const KernelSet& generic_kernels(bool bf16);
