@@ -39,8 +39,13 @@ OpTimer::OpTimer(const CallContext& ctx, const char* category) : stream_(ctx.str
 OpTimer::~OpTimer() {
   if (!start_) return;
   cudaEventRecord(stop_, stream_);
-  std::lock_guard<std::mutex> lock(spans_mutex);
-  spans.push_back({category_, start_, stop_});
+  try {  // a destructor, maybe during unwinding: a span that cannot be kept is dropped, never thrown
+    std::lock_guard<std::mutex> lock(spans_mutex);
+    spans.push_back({category_, start_, stop_});
+  } catch (...) {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
 }
 
 }  // namespace cuda
