@@ -279,11 +279,13 @@ HX_TARGET_AVX512 void pack_a_tile(const float* x, int64_t x_stride, int64_t n, u
       u[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
       u[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
     }
-    const int64_t block = std::min<int64_t>(8, cells - c0);
-    for (int j = 0; j < block; ++j) {
-      const __m256i column = _mm256_permute2x128_si256(u[j % 4], u[4 + j % 4], j < 4 ? 0x20 : 0x31);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(panel + (c0 + j) * 8), column);
+    __m256i columns[8];  // literal immediates: an unoptimised (sanitizer) build does not fold a computed one
+    for (int j = 0; j < 4; ++j) {
+      columns[j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);
+      columns[4 + j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);
     }
+    const int64_t block = std::min<int64_t>(8, cells - c0);
+    for (int j = 0; j < block; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(panel + (c0 + j) * 8), columns[j]);
   }
 }
 
