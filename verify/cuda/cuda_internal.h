@@ -31,7 +31,7 @@ void check_blas(cublasStatus_t status, const char* what);
 
 // Device memory. With a stream it is stream-ordered scratch (cudaMallocAsync / cudaFreeAsync from the device's
 // memory pool, so per-call buffers cost no cudaMalloc); without one, a long-lived allocation (weights, caches).
-// view() is a non-owning part of another allocation (a layer's weights inside its arena or streaming slot).
+// view() is a non-owning part of another allocation (a streamed layer's weights inside its slot).
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
