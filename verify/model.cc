@@ -10,6 +10,7 @@
 #include "formats/float_convert.h"
 #include "formats/parallel.h"
 #include "verify/forward_internal.h"
+#include "verify/layer_loading.h"
 #include "verify/model_weights.h"
 
 namespace hx {
@@ -32,61 +33,12 @@ class Loader {
     model_.owned_bytes += v.size() * sizeof(float);
     return v;
   }
+  float scalar(const TensorRef& ref) { return vector(ref).at(0); }
 
  private:
   const Checkpoint& checkpoint_;
   Model::Impl& model_;
 };
-
-std::vector<float> inv_freq_of(const RopePlan& rope) {
-  if (!rope.enabled) return {};
-  RopeParams params;
-  params.type = rope.proportional ? RopeType::kProportional : RopeType::kDefault;
-  params.theta = rope.theta;
-  params.head_dim = rope.head_dim;
-  params.partial_rotary_factor = rope.partial_rotary_factor;
-  return rope_inv_freq(params);
-}
-
-void load_attention(Loader& load, const AttentionPlan& p, AttentionWeights& w) {
-  w.q = load.matrix(p.q);
-  w.k = load.matrix(p.k);
-  w.v = load.matrix(p.v);
-  w.o = load.matrix(p.o);
-  w.gate_down = load.matrix(p.gate_down, WeightLayout::kInOut);
-  w.gate_up = load.matrix(p.gate_up, WeightLayout::kInOut);
-  w.q_norm = load.vector(p.q_norm);
-  w.k_norm = load.vector(p.k_norm);
-  w.q_bias = load.vector(p.q_bias);
-  w.k_bias = load.vector(p.k_bias);
-  w.v_bias = load.vector(p.v_bias);
-  w.o_bias = load.vector(p.o_bias);
-  w.rope_inv_freq = inv_freq_of(p.rope);
-}
-
-void load_rwkv(Loader& load, const RwkvPlan& p, RwkvWeights& w) {
-  w.r = load.matrix(p.r);
-  w.k = load.matrix(p.k);
-  w.v = load.matrix(p.v);
-  w.o = load.matrix(p.o);
-  const auto lora = [&](const TensorRef& ref) { return load.matrix(ref, WeightLayout::kInOut); };
-  w.w1 = lora(p.w1), w.w2 = lora(p.w2);
-  w.a1 = lora(p.a1), w.a2 = lora(p.a2);
-  w.v1 = lora(p.v1), w.v2 = lora(p.v2);
-  w.k1 = lora(p.k1), w.k2 = lora(p.k2);
-  w.g1 = lora(p.g1), w.g2 = lora(p.g2);
-  w.r_bias = load.vector(p.r_bias);
-  w.k_bias = load.vector(p.k_bias);
-  w.v_bias = load.vector(p.v_bias);
-  w.r_norm = load.vector(p.r_norm);
-  w.k_norm = load.vector(p.k_norm);
-  w.w0 = load.vector(p.w0);
-  w.a0 = load.vector(p.a0);
-  w.v0 = load.vector(p.v0);
-  w.k0 = load.vector(p.k0);
-  w.r_k = load.vector(p.r_k);
-  w.rope_inv_freq = inv_freq_of(p.rope);
-}
 
 std::unique_ptr<Model::Impl> load_model(const Checkpoint& checkpoint, ModelPlan plan) {
   auto model = std::make_unique<Model::Impl>();
@@ -106,26 +58,7 @@ std::unique_ptr<Model::Impl> load_model(const Checkpoint& checkpoint, ModelPlan 
   model->ple_model_projection = load.matrix(p.ple_model_projection);
   model->ple_projection_norm = load.vector(p.ple_projection_norm);
   model->layers.resize(p.layers.size());
-  for (size_t i = 0; i < p.layers.size(); ++i) {
-    const LayerPlan& lp = p.layers[i];
-    LayerWeights& w = model->layers[i];
-    if (lp.mixer != MixerKind::kRwkv) load_attention(load, lp.attention, w.attention);
-    if (lp.mixer != MixerKind::kAttention) load_rwkv(load, lp.rwkv, w.rwkv);
-    w.input_norm = load.vector(lp.input_norm);
-    w.attention_out_norm = load.vector(lp.attention_out_norm);
-    w.ffn_in_norm = load.vector(lp.ffn_in_norm);
-    w.ffn_out_norm = load.vector(lp.ffn_out_norm);
-    w.mlp_gate = load.matrix(lp.mlp_gate);
-    w.mlp_up = load.matrix(lp.mlp_up);
-    w.mlp_down = load.matrix(lp.mlp_down);
-    w.ple_gate = load.matrix(lp.ple_gate);
-    w.ple_projection = load.matrix(lp.ple_projection);
-    w.ple_norm = load.vector(lp.ple_norm);
-    if (lp.layer_scalar.used()) {
-      w.layer_scalar = load.vector(lp.layer_scalar).at(0);
-      w.has_layer_scalar = true;
-    }
-  }
+  for (size_t i = 0; i < p.layers.size(); ++i) load_layer_weights(load, p.layers[i], model->layers[i]);
   return model;
 }
 

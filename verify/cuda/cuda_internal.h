@@ -169,7 +169,6 @@ class LayerStreamer {
   // After the last layer: allocates the two slots and points every streamed layer's views into its slot.
   void allocate_slots();
 
-  bool streamed(int layer) const;
   int streamed_count() const { return static_cast<int>(streamed_.size()); }
   uint64_t slot_bytes() const { return slots_[0].bytes() + slots_[1].bytes(); }
   uint64_t streamed_bytes() const;  // host bytes of the streamed layers

@@ -21,6 +21,7 @@
 #include "verify/cuda/cuda_internal.h"
 #include "verify/cuda/cuda_kernels.h"
 #include "verify/kernels.h"
+#include "verify/layer_loading.h"
 #include "verify/model_weights.h"
 
 namespace hx {
@@ -141,6 +142,7 @@ class Uploader {
     if (!ref.used()) return {};
     return upload_vector(load_vector_f32(checkpoint_, ref.name, ref.shape), ref.name);
   }
+  float scalar(const TensorRef& ref) { return load_vector_f32(checkpoint_, ref.name, ref.shape).at(0); }
 
   DeviceVector upload_vector(const std::vector<float>& host, const std::string& name) {
     DeviceVector v;
@@ -179,39 +181,6 @@ class Uploader {
   CudaModel::Impl& model_;
 };
 
-std::vector<float> inv_freq_of(const RopePlan& rope) {
-  if (!rope.enabled) return {};
-  RopeParams params;
-  params.type = rope.proportional ? RopeType::kProportional : RopeType::kDefault;
-  params.theta = rope.theta;
-  params.head_dim = rope.head_dim;
-  params.partial_rotary_factor = rope.partial_rotary_factor;
-  return rope_inv_freq(params);
-}
-
-void load_attention(Uploader& up, const AttentionPlan& p, cuda::AttentionWeights& w) {
-  w.q = up.matrix(p.q), w.k = up.matrix(p.k), w.v = up.matrix(p.v), w.o = up.matrix(p.o);
-  w.gate_down = up.matrix(p.gate_down, WeightLayout::kInOut);
-  w.gate_up = up.matrix(p.gate_up, WeightLayout::kInOut);
-  w.q_norm = up.vector(p.q_norm), w.k_norm = up.vector(p.k_norm);
-  w.q_bias = up.vector(p.q_bias), w.k_bias = up.vector(p.k_bias), w.v_bias = up.vector(p.v_bias);
-  w.o_bias = up.vector(p.o_bias);
-  w.rope_inv_freq = inv_freq_of(p.rope);
-}
-
-void load_rwkv(Uploader& up, const RwkvPlan& p, cuda::RwkvWeights& w) {
-  w.r = up.matrix(p.r), w.k = up.matrix(p.k), w.v = up.matrix(p.v), w.o = up.matrix(p.o);
-  const auto lora = [&](const TensorRef& ref) { return up.matrix(ref, WeightLayout::kInOut); };
-  w.w1 = lora(p.w1), w.w2 = lora(p.w2), w.a1 = lora(p.a1), w.a2 = lora(p.a2);
-  w.v1 = lora(p.v1), w.v2 = lora(p.v2), w.k1 = lora(p.k1), w.k2 = lora(p.k2);
-  w.g1 = lora(p.g1), w.g2 = lora(p.g2);
-  w.r_bias = up.vector(p.r_bias), w.k_bias = up.vector(p.k_bias), w.v_bias = up.vector(p.v_bias);
-  w.r_norm = up.vector(p.r_norm), w.k_norm = up.vector(p.k_norm);
-  w.w0 = up.vector(p.w0), w.a0 = up.vector(p.a0), w.v0 = up.vector(p.v0), w.k0 = up.vector(p.k0);
-  w.r_k = up.vector(p.r_k);
-  w.rope_inv_freq = inv_freq_of(p.rope);
-}
-
 // Bytes of GPU memory the weights may take: the caller's budget, else HXFORGE_CUDA_WEIGHT_BUDGET_MIB, else the free
 // memory less a reserve for what a forward call allocates (activations, KV caches, logits, cuBLAS workspace).
 uint64_t weight_budget(const CudaLoadOptions& options) {
@@ -242,22 +211,6 @@ uint64_t stored_bytes(const Checkpoint& checkpoint) {
   return total;
 }
 
-void load_layer(const Checkpoint& checkpoint, const LayerPlan& lp, Uploader& up, cuda::LayerWeights& w) {
-  if (lp.mixer != MixerKind::kRwkv) load_attention(up, lp.attention, w.attention);
-  if (lp.mixer != MixerKind::kAttention) load_rwkv(up, lp.rwkv, w.rwkv);
-  w.input_norm = up.vector(lp.input_norm);
-  w.attention_out_norm = up.vector(lp.attention_out_norm);
-  w.ffn_in_norm = up.vector(lp.ffn_in_norm);
-  w.ffn_out_norm = up.vector(lp.ffn_out_norm);
-  w.mlp_gate = up.matrix(lp.mlp_gate), w.mlp_up = up.matrix(lp.mlp_up), w.mlp_down = up.matrix(lp.mlp_down);
-  w.ple_gate = up.matrix(lp.ple_gate), w.ple_projection = up.matrix(lp.ple_projection);
-  w.ple_norm = up.vector(lp.ple_norm);
-  if (lp.layer_scalar.used()) {
-    w.layer_scalar = load_vector_f32(checkpoint, lp.layer_scalar.name, lp.layer_scalar.shape).at(0);
-    w.has_layer_scalar = true;
-  }
-}
-
 // How many leading layers stay resident (the rest are streamed): all of them when they surely fit; else the most
 // for which tables + those layers + the two slots (the largest streamed layer of each parity) fit the budget, from
 // each layer's GPU size measured by a dry run of its load (no copies). At least 0: when even streaming every layer
@@ -273,7 +226,7 @@ int resident_layer_count(const Checkpoint& checkpoint, const ModelPlan& p, Uploa
   for (int i = 0; i < L; ++i) {
     cuda::LayerWeights scratch;
     store.begin_layer(cuda::WeightStore::Staging::kMeasure);
-    load_layer(checkpoint, p.layers[static_cast<size_t>(i)], up, scratch);
+    load_layer_weights(up, p.layers[static_cast<size_t>(i)], scratch);
     sizes[static_cast<size_t>(i)] = store.end_layer().bytes;
   }
   for (int resident = L; resident > 0; --resident) {
@@ -321,11 +274,11 @@ std::unique_ptr<CudaModel::Impl> load_model(const Checkpoint& checkpoint, ModelP
   for (int i = 0; i < L; ++i) {
     cuda::LayerWeights& w = model->layers[static_cast<size_t>(i)];
     if (i < resident) {
-      load_layer(checkpoint, p.layers[static_cast<size_t>(i)], up, w);
+      load_layer_weights(up, p.layers[static_cast<size_t>(i)], w);
       continue;
     }
     model->store.begin_layer(cuda::WeightStore::Staging::kImage);
-    load_layer(checkpoint, p.layers[static_cast<size_t>(i)], up, w);
+    load_layer_weights(up, p.layers[static_cast<size_t>(i)], w);
     model->streamer.keep_streamed(i, model->store.end_layer(), w);
   }
   model->streamer.allocate_slots();

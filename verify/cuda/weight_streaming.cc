@@ -144,8 +144,6 @@ void LayerStreamer::allocate_slots() {
   check(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking), "creating the weight-copy stream");
 }
 
-bool LayerStreamer::streamed(int layer) const { return index_of(layer) >= 0; }
-
 uint64_t LayerStreamer::streamed_bytes() const {
   uint64_t total = 0;
   for (const Streamed& s : streamed_) total += s.bytes;
