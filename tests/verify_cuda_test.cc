@@ -356,7 +356,7 @@ std::vector<float> naive_attention(const CudaAttentionProblem& p, const std::vec
 class CudaAttentionKernels : public ::testing::TestWithParam<AttentionCase> {};
 
 // Prefill cases compare the tensor-core kernel with the f32 one; decode cases (few queries) take the split f32
-// kernel either way. Both are also held against the definition.
+// kernels either way (the GQA decode kernel, or the per-head one for groups of more than 16). Both are also held against the definition.
 TEST_P(CudaAttentionKernels, TensorCoresMatchTheF32KernelAndTheDefinition) {
   SKIP_WITHOUT_GPU();
   const AttentionCase& c = GetParam();
@@ -398,7 +398,11 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{300, 20, 8, 1, 256, 100}, AttentionCase{170, 0, 4, 2, 512, 0},
                       // decode: split key ranges of uneven lengths (64 heads: ~17 splits of 121 keys)
                       AttentionCase{1, 2047, 64, 8, 96, 0}, AttentionCase{2, 700, 8, 1, 256, 512},
-                      AttentionCase{1, 1000, 8, 1, 512, 0}, AttentionCase{3, 300, 16, 2, 64, 0}),
+                      AttentionCase{1, 1000, 8, 1, 512, 0}, AttentionCase{3, 300, 16, 2, 64, 0},
+                      // decode: a group of 3, a window shorter than the cache, one short split, and a group of 32
+                      // (more than the GQA kernel's 16: the per-head kernel)
+                      AttentionCase{2, 500, 6, 2, 128, 0}, AttentionCase{4, 100, 8, 8, 128, 40},
+                      AttentionCase{1, 5, 4, 1, 512, 0}, AttentionCase{1, 900, 32, 1, 64, 0}),
     [](const ::testing::TestParamInfo<AttentionCase>& param) {
       const AttentionCase& c = param.param;
       return "T" + std::to_string(c.tokens) + "_past" + std::to_string(c.past) + "_h" + std::to_string(c.q_heads) +

@@ -6,7 +6,8 @@
 // dims over the chunk's values (coalesced along head_dim). The output stays in registers (head_dim ≤ 512).
 // Prefill (≥ kTiledMinTokens queries, head_dim 64/128/256) takes a tiled kernel instead: K/V tiles in shared memory
 // shared by 32 queries, f32 on the CUDA cores (the CPU reference computes attention in f32 in both compute modes).
-// Decode (few queries) splits long key ranges over several blocks (kSplitKeys each) and merges them after.
+// Decode (few queries) takes a GQA-aware kernel that splits long key ranges over several blocks and merges them
+// after (the per-head kernel splits too, for groups of more than 16 q heads).
 // In kBF16 mode prefill takes attention_tc.cu's tensor-core kernel (head sizes 32 to 512); the kernels here are the
 // f32 reference it is tested against, and serve kF32 mode and decode.
 #include <algorithm>
@@ -103,24 +104,156 @@ __global__ void attention_kernel(AttentionShape shape, const float* q, int64_t t
 }
 
 // Merges the splits of one (query, head): out = Σ_s acc_s·e^(m_s − m) / Σ_s sum_s·e^(m_s − m), m = max_s m_s.
+// The first warp computes each split's weight e^(m_s − m) into shared memory (0 for an empty split), then every
+// thread sums its dims over the splits with the loads of several splits in flight (serial loops over 65 splits were
+// most of a decode step's attention time).
 __global__ void combine_kernel(const float* partial, int64_t heads, int64_t splits, int64_t d, float* out) {
+  extern __shared__ float split_weight[];  // [splits]
+  __shared__ float total_weight;
   const int64_t row = blockIdx.x;  // t · heads + head
   const float* parts = partial + row * splits * (d + 2);
-  float m = -FLT_MAX;
-  for (int64_t s = 0; s < splits; ++s) {
-    if (parts[s * (d + 2) + d + 1] > 0.0f) m = fmaxf(m, parts[s * (d + 2) + d]);
+  if (threadIdx.x < 32) {
+    float m = -FLT_MAX;
+    for (int64_t s = threadIdx.x; s < splits; s += 32) {
+      if (parts[s * (d + 2) + d + 1] > 0.0f) m = fmaxf(m, parts[s * (d + 2) + d]);
+    }
+    for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+    float total = 0.0f;
+    for (int64_t s = threadIdx.x; s < splits; s += 32) {
+      const float sum = parts[s * (d + 2) + d + 1];
+      const float weight = sum > 0.0f ? expf(parts[s * (d + 2) + d] - m) : 0.0f;
+      split_weight[s] = weight;
+      total += sum * weight;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) total += __shfl_xor_sync(0xffffffffu, total, offset);
+    if (threadIdx.x == 0) total_weight = total;
   }
-  float total = 0.0f;
-  for (int64_t s = 0; s < splits; ++s) {
-    const float sum = parts[s * (d + 2) + d + 1];
-    if (sum > 0.0f) total += sum * expf(parts[s * (d + 2) + d] - m);
-  }
+  __syncthreads();
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
     float value = 0.0f;
-    for (int64_t s = 0; s < splits; ++s) {
-      if (parts[s * (d + 2) + d + 1] > 0.0f) value += parts[s * (d + 2) + i] * expf(parts[s * (d + 2) + d] - m);
+#pragma unroll 8
+    for (int64_t s = 0; s < splits; ++s) value += parts[s * (d + 2) + i] * split_weight[s];
+    out[row * d + i] = value / total_weight;
+  }
+}
+
+// Launches combine_kernel for `rows` (query, head) rows.
+void combine_splits(const float* partial, int64_t rows, int64_t heads, int64_t splits, int64_t d, float* out,
+                    cudaStream_t stream) {
+  combine_kernel<<<static_cast<unsigned>(rows), kThreads, static_cast<size_t>(splits) * sizeof(float), stream>>>(
+      partial, heads, splits, d, out);
+}
+
+// Decode (few queries, long caches), GQA-aware: one block per (kv head, split of the keys, query token), so each
+// K/V row is read once per kv head instead of once per q head (reka-flash-3 has 8 q heads per kv head; the per-head
+// kernel above spent ~94 µs per decode step of its 2k-token cache re-reading them). The block's 4 warps share
+// tiles of 32 keys and values in shared memory (key rows padded by one float: lane j reads key j, conflict-free)
+// and own the group's q heads (warp w: heads w, w + 4, …). Lane j scores key j; the online softmax of a head lives
+// in its warp (shuffles); for P·V lane i owns output dims i, i + 32, … and reads each V row once for all its heads.
+constexpr int kDecodeWarps = 4;
+constexpr int kDecodeTile = 32;        // keys per tile: one per lane
+constexpr int kDecodeMaxHeadsPerWarp = 4;  // groups of up to 16 q heads per kv head; larger ones take the kernel above
+
+template <int kDimsPerLane>
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    attention_decode_kernel(AttentionShape shape, const float* q, int64_t tokens, const float* k, const float* v,
+                            int64_t cache_len, float* out, float* partial, int64_t split_keys) {
+  const int64_t kv_head = blockIdx.x, split = blockIdx.y, splits = gridDim.y, t = blockIdx.z;
+  const int d = static_cast<int>(shape.head_dim), group = static_cast<int>(shape.q_heads / shape.kv_heads);
+  const int64_t kv_stride = shape.kv_heads * d;
+  const int64_t query_position = cache_len - tokens + t;
+  const int64_t query_first = shape.sliding_window > 0 ? max(int64_t(0), query_position - shape.sliding_window + 1) : 0;
+  const int64_t first = query_first + split * split_keys;
+  const int64_t last = min(query_position, first + split_keys - 1);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+
+  extern __shared__ float decode_shared[];
+  float* queries = decode_shared;                // [group][d]
+  float* keys = queries + group * d;             // [kDecodeTile][d + 1]
+  float* values = keys + kDecodeTile * (d + 1);  // [kDecodeTile][d]
+  for (int e = threadIdx.x; e < group * d; e += blockDim.x)
+    queries[e] = q[(t * shape.q_heads + kv_head * group) * d + e];
+
+  float acc[kDecodeMaxHeadsPerWarp][kDimsPerLane];
+  float running_max[kDecodeMaxHeadsPerWarp], running_sum[kDecodeMaxHeadsPerWarp];
+#pragma unroll
+  for (int r = 0; r < kDecodeMaxHeadsPerWarp; ++r) {
+    running_max[r] = -FLT_MAX, running_sum[r] = 0.0f;
+#pragma unroll
+    for (int u = 0; u < kDimsPerLane; ++u) acc[r][u] = 0.0f;
+  }
+  for (int64_t start = first; start <= last; start += kDecodeTile) {
+    const int count = static_cast<int>(min(int64_t(kDecodeTile), last - start + 1));
+    __syncthreads();  // the previous tile is consumed (and the queries are written, on the first pass)
+    // The tile's K and V rows, all loads in flight at once (a dependent load per key was what bounded decode).
+    const int quads = d / 4;  // d % 4 == 0 (causal_attention sends other heads elsewhere)
+    for (int e = threadIdx.x; e < kDecodeTile * quads; e += blockDim.x) {
+      const int key = e / quads, i = 4 * (e % quads);
+      float4 kx = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vx = kx;
+      if (key < count) {
+        kx = *reinterpret_cast<const float4*>(k + (start + key) * kv_stride + kv_head * d + i);
+        vx = *reinterpret_cast<const float4*>(v + (start + key) * kv_stride + kv_head * d + i);
+      }
+      float* key_row = keys + key * (d + 1) + i;
+      key_row[0] = kx.x, key_row[1] = kx.y, key_row[2] = kx.z, key_row[3] = kx.w;
+      *reinterpret_cast<float4*>(values + key * d + i) = vx;
     }
-    out[row * d + i] = value / total;
+    __syncthreads();
+    float p[kDecodeMaxHeadsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kDecodeMaxHeadsPerWarp; ++r) {
+      const int head = warp + kDecodeWarps * r;
+      p[r] = 0.0f;
+      if (head >= group) continue;  // warp-uniform
+      const float* query = queries + head * d;
+      const float* key = keys + lane * (d + 1);
+      float dot = 0.0f;
+#pragma unroll 8
+      for (int i = 0; i < d; ++i) dot += query[i] * key[i];
+      const float score = lane < count ? dot * shape.scale : -FLT_MAX;
+      float tile_max = score;
+      for (int offset = 16; offset > 0; offset /= 2) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, offset));
+      const float new_max = fmaxf(running_max[r], tile_max);
+      const float rescale = expf(running_max[r] - new_max);  // 0 on the first tile (running_max = -FLT_MAX)
+      p[r] = lane < count ? expf(score - new_max) : 0.0f;
+      float tile_sum = p[r];
+      for (int offset = 16; offset > 0; offset /= 2) tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, offset);
+      running_sum[r] = running_sum[r] * rescale + tile_sum;
+      running_max[r] = new_max;
+#pragma unroll
+      for (int u = 0; u < kDimsPerLane; ++u) acc[r][u] *= rescale;
+    }
+    for (int j = 0; j < count; ++j) {
+      const float* value = values + j * d;
+      float dims[kDimsPerLane];
+#pragma unroll
+      for (int u = 0; u < kDimsPerLane; ++u) dims[u] = lane + 32 * u < d ? value[lane + 32 * u] : 0.0f;
+#pragma unroll
+      for (int r = 0; r < kDecodeMaxHeadsPerWarp; ++r) {
+        const float pj = __shfl_sync(0xffffffffu, p[r], j);
+#pragma unroll
+        for (int u = 0; u < kDimsPerLane; ++u) acc[r][u] += pj * dims[u];
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kDecodeMaxHeadsPerWarp; ++r) {
+    const int head_in_group = warp + kDecodeWarps * r;
+    if (head_in_group >= group) continue;
+    const int64_t head = kv_head * group + head_in_group;
+    if (splits > 1) {
+      float* mine = partial + ((t * shape.q_heads + head) * splits + split) * (d + 2);
+#pragma unroll
+      for (int u = 0; u < kDimsPerLane; ++u) {
+        if (lane + 32 * u < d) mine[lane + 32 * u] = acc[r][u];
+      }
+      if (lane == 0) mine[d] = running_max[r], mine[d + 1] = running_sum[r];  // sum 0: an empty split
+    } else {
+#pragma unroll
+      for (int u = 0; u < kDimsPerLane; ++u) {
+        if (lane + 32 * u < d) out[(t * shape.q_heads + head) * d + lane + 32 * u] = acc[r][u] / running_sum[r];
+      }
+    }
   }
 }
 
@@ -234,6 +367,49 @@ void launch_tiled(const AttentionShape& shape, const float* q, int64_t tokens, c
 // Below this many queries the simple kernel's one block per query fills the GPU better than tiles of 32.
 constexpr int64_t kTiledMinTokens = 64;
 
+// Splits of the keys: about kDecodeBlocks blocks in all, each of whole tiles and at least kDecodeMinSplit keys (a
+// split's fixed cost is its queries and its partial row).
+void launch_decode(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
+                   int64_t cache_len, int64_t keys, float* out, cudaStream_t stream) {
+  constexpr int64_t kDecodeBlocks = 528;  // 4 per SM of an H100
+  constexpr int64_t kDecodeMinSplit = kDecodeTile;  // Gemma's single kv head needs many splits to fill the GPU
+  const int64_t per_split = shape.kv_heads * tokens;
+  const int64_t wanted = std::max<int64_t>(1, (kDecodeBlocks + per_split - 1) / per_split);
+  int64_t splits = std::max<int64_t>(1, std::min(wanted, (keys + kDecodeMinSplit - 1) / kDecodeMinSplit));
+  const int64_t split_keys = ((keys + splits - 1) / splits + kDecodeTile - 1) / kDecodeTile * kDecodeTile;
+  splits = (keys + split_keys - 1) / split_keys;
+  const int64_t d = shape.head_dim, group = shape.q_heads / shape.kv_heads;
+  const size_t bytes = sizeof(float) * static_cast<size_t>(group * d + kDecodeTile * (2 * d + 1));
+  const dim3 grid(static_cast<unsigned>(shape.kv_heads), static_cast<unsigned>(splits), static_cast<unsigned>(tokens));
+  float* partial = nullptr;
+  if (splits > 1) {
+    const size_t partial_bytes = static_cast<size_t>(tokens * shape.q_heads * splits * (d + 2)) * sizeof(float);
+    if (const cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&partial), partial_bytes, stream);
+        e != cudaSuccess)
+      fail("CUDA attention: allocating " + std::to_string(partial_bytes) + " bytes of scratch", e);
+  }
+  const auto run = [&](auto kernel) {
+    if (bytes > 48 * 1024) {  // above the default limit (Gemma-4's 512-wide heads)
+      if (const cudaError_t e =
+              cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+          e != cudaSuccess)
+        fail("CUDA attention: " + std::to_string(bytes) + " bytes of shared memory per block", e);
+    }
+    kernel<<<grid, kDecodeWarps * 32, bytes, stream>>>(shape, q, tokens, k, v, cache_len, out, partial, split_keys);
+  };
+  if (d <= 128) {
+    run(attention_decode_kernel<4>);
+  } else if (d <= 256) {
+    run(attention_decode_kernel<8>);
+  } else {
+    run(attention_decode_kernel<16>);
+  }
+  if (splits > 1) {
+    combine_splits(partial, tokens * shape.q_heads, shape.q_heads, splits, d, out, stream);
+    cudaFreeAsync(partial, stream);
+  }
+}
+
 }  // namespace
 
 void causal_attention(const AttentionShape& shape, const float* q, int64_t tokens, const float* k, const float* v,
@@ -267,6 +443,10 @@ void causal_attention(const AttentionShape& shape, const float* q, int64_t token
   // Split long key ranges over several blocks when the (query, head) blocks alone would leave most SMs idle.
   constexpr int64_t kBusyBlocks = 264;  // 2 per SM of an H100
   const int64_t keys = shape.sliding_window > 0 ? std::min(shape.sliding_window, cache_len) : cache_len;
+  const int64_t group = shape.q_heads / shape.kv_heads;
+  if (tokens < kTiledMinTokens && group <= kDecodeWarps * kDecodeMaxHeadsPerWarp && shape.head_dim % 4 == 0) {
+    return launch_decode(shape, q, tokens, k, v, cache_len, keys, out, stream);
+  }
   // Splits of ≥ kSplitKeys keys, about 8 blocks per SM and no more: each split has a fixed cost (its query, its
   // partial row), so Llama's 64 heads take splits of ~one 128-key chunk and Gemma's 8 heads many of 64 keys.
   constexpr int64_t kDecodeBlocks = 4 * kBusyBlocks;
@@ -289,8 +469,8 @@ void causal_attention(const AttentionShape& shape, const float* q, int64_t token
   }
   attention_kernel<<<grid, kThreads, query_bytes, stream>>>(shape, q, tokens, k, v, cache_len, out,
                                                             static_cast<float*>(partial), split_keys);
-  combine_kernel<<<static_cast<unsigned>(tokens * shape.q_heads), kThreads, 0, stream>>>(
-      static_cast<const float*>(partial), shape.q_heads, splits, shape.head_dim, out);
+  combine_splits(static_cast<const float*>(partial), tokens * shape.q_heads, shape.q_heads, splits, shape.head_dim,
+                 out, stream);
   cudaFreeAsync(partial, stream);
 }
 

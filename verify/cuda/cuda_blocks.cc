@@ -42,7 +42,7 @@ void reserve_cache(const CallContext& ctx, DeviceLayerState& state, int64_t row_
 enum class Squash : uint8_t { kNone, kTanh, kSigmoid };
 
 // out [T, second.rows] = squash(x@first)@second (the LoRA shape; factors uploaded as [out, in]).
-void low_rank(const CallContext& ctx, const float* x, const DeviceMatrix& first, const DeviceMatrix& second,
+void low_rank(const CallContext& ctx, const ProductInput& x, const DeviceMatrix& first, const DeviceMatrix& second,
               Squash squash, float* out) {
   DeviceBuffer mid = ctx.take(ctx.tokens * first.rows);
   project(ctx, x, first, mid.f32());
@@ -54,7 +54,7 @@ void low_rank(const CallContext& ctx, const float* x, const DeviceMatrix& first,
 
 }  // namespace
 
-void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallContext& ctx, const float* x,
+void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallContext& ctx, const ProductInput& x,
                      const DeviceRope* rope, DeviceLayerState& own, const DeviceLayerState& cache, float* out,
                      bool add_to_out) {
   const int64_t T = ctx.tokens, d = plan.head_dim;
@@ -105,7 +105,7 @@ void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallC
   project(ctx, attended.f32(), *w.o, out, &w.o_bias, add_to_out);
 }
 
-void rwkv_mixer(const RwkvPlan& plan, const RwkvWeights& w, CallContext& ctx, const float* x, const DeviceRope* rope,
+void rwkv_mixer(const RwkvPlan& plan, const RwkvWeights& w, CallContext& ctx, const ProductInput& x, const DeviceRope* rope,
                 DeviceLayerState& state, float* out) {
   const int64_t T = ctx.tokens, H = plan.heads, Hk = plan.kv_heads, N = plan.head_dim;
   const int64_t C = H * N, Ck = Hk * N;

@@ -7,6 +7,7 @@
 // dequantized the same way (quantized.cu). Calls of ≤ 4 tokens on bf16 or quantized weights (decode) take the
 // memory-bound kernels of gemv.cu / quantized.cu instead.
 #include <algorithm>
+#include <stdexcept>
 #include <string>
 
 #include "formats/errors.h"
@@ -48,28 +49,26 @@ void gemm(const CallContext& ctx, const void* w, cudaDataType type, const void* 
              "cublasGemmEx");
 }
 
-void matmul(const CallContext& ctx, const float* x, const DeviceMatrix& w, float* y, bool accumulate) {
+void matmul(const CallContext& ctx, const ProductInput& x, const DeviceMatrix& w, float* y, bool accumulate) {
   const int64_t T = ctx.tokens, N = w.rows, K = w.cols;
   const bool want_bf16 = ctx.bf16;
-  DeviceBuffer x_bf16;  // x rounded to bf16 once for this product (kBF16)
-  if (want_bf16) {
-    x_bf16 = DeviceBuffer(static_cast<size_t>(T * K) * 2, ctx.stream);
-    f32_to_bf16(x, static_cast<uint16_t*>(x_bf16.get()), T * K, ctx.stream);
+  if (want_bf16 ? !x.bf16 : !x.f32) {
+    throw std::logic_error("CUDA product: its input lacks the values of this compute mode");  // a caller's bug
   }
   // Decode-sized calls on bf16 or quantized weights: the memory-bound kernels of gemv.cu / quantized.cu.
   if (w.bf16 || w.quantized()) {
     GemvInput in;
     if (want_bf16) {
-      in.bf16 = static_cast<const uint16_t*>(x_bf16.get());
+      in.bf16 = x.bf16;
     } else {
-      in.f32 = x;
+      in.f32 = x.f32;
     }
     const bool done = w.quantized() ? gemv_quantized(w.quantized_view(), in, y, T, accumulate, ctx.stream)
                                     : gemv_bf16(static_cast<const uint16_t*>(w.data.get()), in, y, T, N, K,
                                                 accumulate, ctx.stream);
     if (done) return;
   }
-  const void* x_in = want_bf16 ? x_bf16.get() : static_cast<const void*>(x);
+  const void* x_in = want_bf16 ? static_cast<const void*>(x.bf16) : static_cast<const void*>(x.f32);
   const cudaDataType type = want_bf16 ? CUDA_R_16BF : CUDA_R_32F;
   if (!w.quantized() && w.bf16 == want_bf16) {
     gemm(ctx, w.data.get(), type, x_in, 0, N, N, K, y, accumulate);
@@ -131,7 +130,18 @@ void DeviceBuffer::release() noexcept {
   ptr_ = nullptr;
 }
 
-void project(const CallContext& ctx, const float* x, const DeviceMatrix& w, float* y, const DeviceVector* bias,
+ProductInput product_input(const CallContext& ctx, const float* x, int64_t floats) {
+  ProductInput in;
+  in.f32 = x;
+  if (ctx.bf16) {
+    in.owned_bf16 = DeviceBuffer(static_cast<size_t>(floats) * 2, ctx.stream);
+    f32_to_bf16(x, static_cast<uint16_t*>(in.owned_bf16.get()), floats, ctx.stream);
+    in.bf16 = static_cast<const uint16_t*>(in.owned_bf16.get());
+  }
+  return in;
+}
+
+void project(const CallContext& ctx, const ProductInput& x, const DeviceMatrix& w, float* y, const DeviceVector* bias,
              bool accumulate) {
   if (ctx.tokens == 0) return;
   const OpTimer timer(ctx, "gemm");
@@ -150,14 +160,39 @@ void project(const CallContext& ctx, const float* x, const DeviceMatrix& w, floa
   matmul(ctx, x, w, y, accumulate);
 }
 
-void rms_norm_rows(const CallContext& ctx, const float* x, float* y, int64_t rows, int64_t dim,
-                   const DeviceVector& weight) {
+void project(const CallContext& ctx, const float* x, const DeviceMatrix& w, float* y, const DeviceVector* bias,
+             bool accumulate) {
+  if (ctx.tokens == 0) return;
+  project(ctx, product_input(ctx, x, ctx.tokens * w.cols), w, y, bias, accumulate);
+}
+
+namespace {
+void normalize(const CallContext& ctx, const float* x, float* y, int64_t rows, int64_t dim, const DeviceVector& weight,
+               uint16_t* y_bf16) {
   if (!weight.empty() && weight.size != dim) {
     throw FormatError(in_file(ctx.plan->source, "RMSNorm weight of " + std::to_string(weight.size) +
                                                     " values for rows of " + std::to_string(dim)));
   }
   const OpTimer timer(ctx, "norm");
-  rms_norm(x, y, rows, dim, weight.ptr(), ctx.eps, ctx.stream);
+  rms_norm(x, y, rows, dim, weight.ptr(), ctx.eps, ctx.stream, y_bf16);
+}
+}  // namespace
+
+void rms_norm_rows(const CallContext& ctx, const float* x, float* y, int64_t rows, int64_t dim,
+                   const DeviceVector& weight) {
+  normalize(ctx, x, y, rows, dim, weight, nullptr);
+}
+
+ProductInput rms_norm_for_products(const CallContext& ctx, const float* x, float* y, int64_t rows, int64_t dim,
+                                   const DeviceVector& weight) {
+  ProductInput in;
+  in.f32 = y;
+  if (ctx.bf16) {
+    in.owned_bf16 = DeviceBuffer(static_cast<size_t>(rows * dim) * 2, ctx.stream);
+    in.bf16 = static_cast<const uint16_t*>(in.owned_bf16.get());
+  }
+  normalize(ctx, x, y, rows, dim, weight, static_cast<uint16_t*>(in.owned_bf16.get()));
+  return in;
 }
 
 std::vector<float> download(const CallContext& ctx, const float* device, int64_t floats) {

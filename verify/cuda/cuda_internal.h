@@ -243,12 +243,28 @@ class OpTimer {
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
 
+// The input x [T, cols] of one or more products. In kBF16 mode the products read x rounded to bf16: that copy is
+// made once for all the products of x (q/k/v, gate/up, RWKV's seven), by the kernel that wrote x where it can
+// (RMSNorm, GLU), so f32 may then be null; in kF32 mode only f32 is set.
+struct ProductInput {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+  DeviceBuffer owned_bf16;  // the bf16 copy, when this input holds it
+};
+// x as a product input: in kBF16 mode, rounded to bf16 now.
+ProductInput product_input(const CallContext& ctx, const float* x, int64_t floats);
 // y [T, w.rows] (=|+=) x [T, w.cols] · Wᵀ in the call's compute mode; with `bias`, the bias belongs to this product.
+void project(const CallContext& ctx, const ProductInput& x, const DeviceMatrix& w, float* y,
+             const DeviceVector* bias = nullptr, bool accumulate = false);
+// The same for an f32 x used by this product only.
 void project(const CallContext& ctx, const float* x, const DeviceMatrix& w, float* y,
              const DeviceVector* bias = nullptr, bool accumulate = false);
 // RMSNorm of `rows` rows of `dim` with the model's eps; weight may be empty (weightless).
 void rms_norm_rows(const CallContext& ctx, const float* x, float* y, int64_t rows, int64_t dim,
                    const DeviceVector& weight);
+// The same, for a y that products read next: in kBF16 mode the kernel also writes y's bf16 copy.
+ProductInput rms_norm_for_products(const CallContext& ctx, const float* x, float* y, int64_t rows, int64_t dim,
+                                   const DeviceVector& weight);
 // Copies `floats` device values to a new host vector (synchronous on the call's stream).
 std::vector<float> download(const CallContext& ctx, const float* device, int64_t floats);
 
@@ -259,10 +275,10 @@ std::vector<float> download(const CallContext& ctx, const float* device, int64_t
 bool upload_quantized(const Checkpoint& checkpoint, const std::string& name, DeviceMatrix& m, WeightStore& store);
 
 // ---- blocks (cuda_blocks.cc) ----
-void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallContext& ctx, const float* x,
+void attention_mixer(const AttentionPlan& plan, const AttentionWeights& w, CallContext& ctx, const ProductInput& x,
                      const DeviceRope* rope, DeviceLayerState& own, const DeviceLayerState& cache, float* out,
                      bool add_to_out);
-void rwkv_mixer(const RwkvPlan& plan, const RwkvWeights& w, CallContext& ctx, const float* x, const DeviceRope* rope,
+void rwkv_mixer(const RwkvPlan& plan, const RwkvWeights& w, CallContext& ctx, const ProductInput& x, const DeviceRope* rope,
                 DeviceLayerState& state, float* out);
 // Gemma PLE: P [T, L, ple_dim] from the ids (already clamped to the PLE vocabulary) and the scaled embedding.
 void gemma_per_layer_inputs(const CallContext& ctx, const DeviceMatrix& table, const DeviceMatrix& projection,

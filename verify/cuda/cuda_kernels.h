@@ -59,8 +59,10 @@ bool gemv_quantized(const QuantizedView& w, const GemvInput& x, float* y, int64_
                     cudaStream_t stream);
 
 // ---- row-wise and element-wise ops (elementwise.cu) ----
-// rms_norm: y = x · (mean(x²) + eps)^-½ · w (w may be null: weightless); rows of `dim`. In place allowed.
-void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const float* weight, float eps, cudaStream_t s);
+// rms_norm: y = x · (mean(x²) + eps)^-½ · w (w may be null: weightless); rows of `dim`. In place allowed. With
+// y_bf16, also writes y rounded to bf16 there.
+void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const float* weight, float eps, cudaStream_t s,
+              uint16_t* y_bf16 = nullptr);
 // apply_rope: x [tokens, heads, d] rotated NeoX-style with cos/sin [tokens, d] (the CPU's RopeTable rows).
 void apply_rope(float* x, int64_t tokens, int64_t heads, int64_t d, const float* cos, const float* sin,
                 cudaStream_t stream);
@@ -74,6 +76,8 @@ void unary(float* x, int64_t n, Unary op, cudaStream_t stream);
 void sigmoid_with_bias(float* gate, int64_t rows, int64_t width, const float* bias, cudaStream_t stream);
 // out = act(gate) · up (glu, SwiGLU or GeGLU-tanh); out may alias gate.
 void glu(bool gelu_tanh, const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+// The same, rounded to bf16 (the down projection's input in kBF16 mode).
+void glu_to_bf16(bool gelu_tanh, const float* gate, const float* up, uint16_t* out, int64_t n, cudaStream_t stream);
 // x = cap · tanh(x / cap)
 void softcap(float* x, int64_t n, float cap, cudaStream_t stream);
 // Gemma PLE: out = (projected + out · token_scale) · combine_scale (out holds the gathered table rows).

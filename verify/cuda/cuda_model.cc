@@ -286,14 +286,23 @@ std::unique_ptr<CudaModel::Impl> load_model(const Checkpoint& checkpoint, ModelP
 }
 
 // The MLP: down(act(gate(x)) ⊙ up(x)).
-void mlp_block(const LayerPlan& lp, const cuda::LayerWeights& w, const cuda::CallContext& ctx, const float* x,
-               float* out) {
+void mlp_block(const LayerPlan& lp, const cuda::LayerWeights& w, const cuda::CallContext& ctx,
+               const cuda::ProductInput& x, float* out) {
   const int64_t n = ctx.tokens * lp.intermediate_size;
   DeviceBuffer gate = ctx.take(n), up = ctx.take(n);
   project(ctx, x, *w.mlp_gate, gate.f32());
   project(ctx, x, *w.mlp_up, up.f32());
-  cuda::glu(ctx.plan->gelu_tanh, gate.f32(), up.f32(), gate.f32(), n, ctx.stream);
-  project(ctx, gate.f32(), *w.mlp_down, out);
+  cuda::ProductInput activated;
+  if (ctx.bf16) {  // the down projection reads bf16 only: the GLU writes it (half the bytes, no conversion pass)
+    activated.owned_bf16 = DeviceBuffer(static_cast<size_t>(n) * 2, ctx.stream);
+    activated.bf16 = static_cast<const uint16_t*>(activated.owned_bf16.get());
+    cuda::glu_to_bf16(ctx.plan->gelu_tanh, gate.f32(), up.f32(), static_cast<uint16_t*>(activated.owned_bf16.get()),
+                      n, ctx.stream);
+  } else {
+    cuda::glu(ctx.plan->gelu_tanh, gate.f32(), up.f32(), gate.f32(), n, ctx.stream);
+    activated.f32 = gate.f32();
+  }
+  project(ctx, activated, *w.mlp_down, out);
 }
 
 // One decoder layer on the residual stream h [T, D] (verify/model.cc run_layer).
@@ -304,28 +313,27 @@ void run_layer(const CudaModel::Impl& model, int layer, cuda::CallContext& ctx, 
   const int64_t T = ctx.tokens, D = model.plan.hidden_size;
   DeviceBuffer x = ctx.take(T * D), mix = ctx.take(T * D);
 
-  rms_norm_rows(ctx, h, x.f32(), T, D, w.input_norm);
+  const cuda::ProductInput normed = rms_norm_for_products(ctx, h, x.f32(), T, D, w.input_norm);
   DeviceLayerState& own = states[static_cast<size_t>(layer)];
   switch (lp.mixer) {
     case MixerKind::kAttention: {
       const int source = lp.attention.kv_source;
       const DeviceLayerState& cache = source >= 0 ? states.at(static_cast<size_t>(source)) : own;
-      attention_mixer(lp.attention, w.attention, ctx, x.f32(), rope, own, cache, mix.f32(), false);
+      attention_mixer(lp.attention, w.attention, ctx, normed, rope, own, cache, mix.f32(), false);
       break;
     }
     case MixerKind::kRwkv:
-      rwkv_mixer(lp.rwkv, w.rwkv, ctx, x.f32(), rope, own, mix.f32());
+      rwkv_mixer(lp.rwkv, w.rwkv, ctx, normed, rope, own, mix.f32());
       break;
     case MixerKind::kRwkvTica:  // mix = RWKV7(h) + TICA(h)
-      rwkv_mixer(lp.rwkv, w.rwkv, ctx, x.f32(), rope, own, mix.f32());
-      attention_mixer(lp.attention, w.attention, ctx, x.f32(), nullptr, own, own, mix.f32(), true);
+      rwkv_mixer(lp.rwkv, w.rwkv, ctx, normed, rope, own, mix.f32());
+      attention_mixer(lp.attention, w.attention, ctx, normed, nullptr, own, own, mix.f32(), true);
       break;
   }
   if (!w.attention_out_norm.empty()) rms_norm_rows(ctx, mix.f32(), mix.f32(), T, D, w.attention_out_norm);
   cuda::add(h, mix.f32(), T * D, ctx.stream);
 
-  rms_norm_rows(ctx, h, x.f32(), T, D, w.ffn_in_norm);
-  mlp_block(lp, w, ctx, x.f32(), mix.f32());
+  mlp_block(lp, w, ctx, rms_norm_for_products(ctx, h, x.f32(), T, D, w.ffn_in_norm), mix.f32());
   if (!w.ffn_out_norm.empty()) rms_norm_rows(ctx, mix.f32(), mix.f32(), T, D, w.ffn_out_norm);
   cuda::add(h, mix.f32(), T * D, ctx.stream);
 

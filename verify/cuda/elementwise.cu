@@ -48,7 +48,8 @@ __global__ void gather_rows_kernel(const void* table, bool table_bf16, int64_t w
 }
 
 // One block per row: Σx² in double (as the CPU), then y = x · (1/sqrt(mean + eps)) · w.
-__global__ void rms_norm_kernel(const float* x, float* y, int64_t dim, const float* weight, float eps) {
+__global__ void rms_norm_kernel(const float* x, float* y, int64_t dim, const float* weight, float eps,
+                                uint16_t* y_bf16) {
   const float* in = x + blockIdx.x * dim;
   float* out = y + blockIdx.x * dim;
   double sum = 0.0;
@@ -67,7 +68,32 @@ __global__ void rms_norm_kernel(const float* x, float* y, int64_t dim, const flo
   const float inverse_rms = 1.0f / sqrtf(mean + eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     const float normalized = in[i] * inverse_rms;
-    out[i] = weight ? normalized * weight[i] : normalized;
+    const float value = weight ? normalized * weight[i] : normalized;
+    out[i] = value;
+    if (y_bf16) y_bf16[blockIdx.x * dim + i] = __bfloat16_as_ushort(__float2bfloat16_rn(value));
+  }
+}
+
+// Short rows (Gemma's per-head q/k/v norms: 16k rows of 256 in a 2k-token prefill): one warp per row, the same
+// sums in double; a block per row left most of its 256 threads idle.
+constexpr int kWarpRowsMaxDim = 1024;
+__global__ void rms_norm_warp_kernel(const float* x, float* y, int64_t rows, int64_t dim, const float* weight,
+                                     float eps, uint16_t* y_bf16) {
+  const int64_t row = int64_t(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const float* in = x + row * dim;
+  float* out = y + row * dim;
+  double sum = 0.0;
+  for (int64_t i = lane; i < dim; i += 32) sum += static_cast<double>(in[i]) * in[i];
+  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  const float mean = static_cast<float>(sum / static_cast<double>(dim));
+  const float inverse_rms = 1.0f / sqrtf(mean + eps);
+  for (int64_t i = lane; i < dim; i += 32) {
+    const float normalized = in[i] * inverse_rms;
+    const float value = weight ? normalized * weight[i] : normalized;
+    out[i] = value;
+    if (y_bf16) y_bf16[row * dim + i] = __bfloat16_as_ushort(__float2bfloat16_rn(value));
   }
 }
 
@@ -108,6 +134,12 @@ __global__ void glu_kernel(bool gelu, const float* gate, const float* up, float*
     out[i] = activated * up[i];
   }
 }
+__global__ void glu_to_bf16_kernel(bool gelu, const float* gate, const float* up, uint16_t* out, int64_t n) {
+  HX_GRID_STRIDE(i, n) {
+    const float activated = gelu ? gelu_tanh_f(gate[i]) : silu_f(gate[i]);
+    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(activated * up[i]));
+  }
+}
 __global__ void softcap_kernel(float* x, int64_t n, float cap) {
   HX_GRID_STRIDE(i, n) { x[i] = tanhf(x[i] / cap) * cap; }
 }
@@ -137,9 +169,16 @@ void gather_rows(const void* table, bool table_bf16, int64_t width, const int64_
   gather_rows_kernel<<<blocks_for(tokens * width), kThreads, 0, s>>>(table, table_bf16, width, ids, tokens, factor,
                                                                      out);
 }
-void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const float* weight, float eps, cudaStream_t s) {
+void rms_norm(const float* x, float* y, int64_t rows, int64_t dim, const float* weight, float eps, cudaStream_t s,
+              uint16_t* y_bf16) {
   if (rows <= 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x, y, dim, weight, eps);
+  if (dim <= kWarpRowsMaxDim) {
+    constexpr int64_t kRowsPerBlock = kThreads / 32;
+    const auto blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+    rms_norm_warp_kernel<<<blocks, kThreads, 0, s>>>(x, y, rows, dim, weight, eps, y_bf16);
+    return;
+  }
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x, y, dim, weight, eps, y_bf16);
 }
 void apply_rope(float* x, int64_t tokens, int64_t heads, int64_t d, const float* cos, const float* sin,
                 cudaStream_t s) {
@@ -163,6 +202,9 @@ void sigmoid_with_bias(float* gate, int64_t rows, int64_t width, const float* bi
 }
 void glu(bool gelu_tanh, const float* gate, const float* up, float* out, int64_t n, cudaStream_t s) {
   glu_kernel<<<blocks_for(n), kThreads, 0, s>>>(gelu_tanh, gate, up, out, n);
+}
+void glu_to_bf16(bool gelu_tanh, const float* gate, const float* up, uint16_t* out, int64_t n, cudaStream_t s) {
+  glu_to_bf16_kernel<<<blocks_for(n), kThreads, 0, s>>>(gelu_tanh, gate, up, out, n);
 }
 void softcap(float* x, int64_t n, float cap, cudaStream_t s) {
   softcap_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n, cap);
