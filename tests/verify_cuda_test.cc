@@ -117,6 +117,22 @@ void expect_parity(const ForwardResult& cpu, const ForwardResult& gpu, ComputeMo
   }
 }
 
+// The logits of every position of `tokens` from a prefill of the first half, then decode calls of 1, 2, 3, 4, 1, …
+// tokens (caches and RWKV states carried on the GPU). The GEMV kernels are instantiated per token count up to
+// kMaxGemvTokens (4), as speculative decoding's short calls take them.
+ForwardResult prefill_then_decode(const CudaModel& gpu, std::span<const int64_t> tokens, const ForwardOptions& options) {
+  CudaState state = gpu.new_state();
+  const size_t prefill = tokens.size() / 2;
+  ForwardResult result = gpu.forward(tokens.first(prefill), state, options);
+  size_t call_tokens = 1;
+  for (size_t t = prefill; t < tokens.size(); t += call_tokens, call_tokens = call_tokens % 4 + 1) {
+    const ForwardResult step = gpu.forward(tokens.subspan(t, std::min(call_tokens, tokens.size() - t)), state, options);
+    result.logits.insert(result.logits.end(), step.logits.begin(), step.logits.end());
+  }
+  result.tokens = static_cast<int64_t>(tokens.size());
+  return result;
+}
+
 void expect_close_state(std::span<const float> reference, std::span<const float> ours, const std::string& what) {
   ASSERT_EQ(reference.size(), ours.size()) << what;
   const double scale = std::max(1.0, test::max_abs(reference));
@@ -208,21 +224,9 @@ TEST_P(CudaParity, GpuMatchesCpuAndTheOracle) {
     EXPECT_LE(gpu_error, kBf16AccuracyFactor * cpu_error) << "CPU bf16 " << cpu_error << ", GPU bf16 " << gpu_error;
   }
 
-  // Prefill then decode one token at a time gives the same logits as the single prefill (caches and RWKV states
-  // carried on the GPU; Gemma's sliding window and KV sharing across calls).
-  CudaState stepped = gpu.new_state();
-  const size_t prefill = tokens.size() / 2;
-  const std::span<const int64_t> all(tokens);
-  std::vector<float> logits = gpu.forward(all.first(prefill), stepped, options).logits;
-  for (size_t t = prefill; t < tokens.size(); ++t) {
-    const ForwardResult step = gpu.forward(all.subspan(t, 1), stepped, options);
-    logits.insert(logits.end(), step.logits.begin(), step.logits.end());
-  }
-  // (Decode takes other kernels than prefill — gemv.cu, split attention — so in kBF16 the parity gates apply.)
-  ForwardResult stepped_result;
-  stepped_result.tokens = got.tokens;
-  stepped_result.vocab_size = got.vocab_size;
-  stepped_result.logits = logits;
+  // Prefill then decode gives the same logits as the single prefill (Gemma's sliding window and KV sharing across
+  // calls). Decode takes other kernels than prefill — gemv.cu, split attention — so in kBF16 the parity gates apply.
+  const ForwardResult stepped_result = prefill_then_decode(gpu, tokens, options);
   expect_parity(got, stepped_result, c.mode, c.name + " prefill+decode vs one prefill");
 
   // LogitRows::kLast: the last row of the full logits, alone.
@@ -233,8 +237,8 @@ TEST_P(CudaParity, GpuMatchesCpuAndTheOracle) {
   EXPECT_LE(test::max_abs_difference(last.logits, got.logits_row(got.tokens - 1)), kF32LogitTolerance);
 
   // reset() gives back an empty sequence.
-  stepped.reset();
-  const ForwardResult again = gpu.forward(tokens, stepped, options);
+  last_state.reset();
+  const ForwardResult again = gpu.forward(tokens, last_state, options);
   EXPECT_LE(test::max_abs_difference(got.logits, again.logits), kF32LogitTolerance);
 }
 
@@ -449,15 +453,7 @@ TEST_P(CudaQuantizedParity, GpuMatchesCpuOnAQuantizedSyntheticModel) {
 
   // Decode steps take the fused dequantizing GEMV (quantized.cu), the prefill dequantizes slices for cuBLAS: both
   // must give the CPU's logits.
-  CudaState stepped = gpu.new_state();
-  const std::span<const int64_t> all(tokens);
-  ForwardResult decoded = gpu.forward(all.first(tokens.size() / 2), stepped, forward_options);
-  for (size_t t = tokens.size() / 2; t < tokens.size(); ++t) {
-    const ForwardResult step = gpu.forward(all.subspan(t, 1), stepped, forward_options);
-    decoded.logits.insert(decoded.logits.end(), step.logits.begin(), step.logits.end());
-  }
-  decoded.tokens = static_cast<int64_t>(tokens.size());
-  expect_parity(want, decoded, c.mode, what + " prefill+decode");
+  expect_parity(want, prefill_then_decode(gpu, tokens, forward_options), c.mode, what + " prefill+decode");
 }
 
 std::vector<QuantCase> quant_cases() {
