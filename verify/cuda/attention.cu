@@ -164,8 +164,17 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
   }
 }
 
-// Launches combine_kernel for `rows` (query, head) rows.
-void combine_splits(const float* partial, int64_t rows, int64_t splits, int64_t d, float* out, cudaStream_t stream) {
+// Stream-ordered scratch for the splits' partial rows [rows, splits, d + 2] (combine_splits frees it).
+float* allocate_partials(int64_t rows, int64_t splits, int64_t d, cudaStream_t stream) {
+  float* partial = nullptr;
+  const size_t bytes = static_cast<size_t>(rows * splits * (d + 2)) * sizeof(float);
+  if (const cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&partial), bytes, stream); e != cudaSuccess)
+    fail("CUDA attention: allocating " + std::to_string(bytes) + " bytes of scratch", e);
+  return partial;
+}
+
+// Launches combine_kernel for `rows` (query, head) rows, then frees `partial` (stream-ordered).
+void combine_splits(float* partial, int64_t rows, int64_t splits, int64_t d, float* out, cudaStream_t stream) {
   const auto blocks = static_cast<unsigned>(rows);
   const size_t bytes = static_cast<size_t>(splits + kCombineWarps * d) * sizeof(float);
   if (d <= 128) {
@@ -175,6 +184,7 @@ void combine_splits(const float* partial, int64_t rows, int64_t splits, int64_t 
   } else {
     combine_kernel<16><<<blocks, kCombineWarps * 32, bytes, stream>>>(partial, splits, d, out);
   }
+  cudaFreeAsync(partial, stream);
 }
 
 // Decode (few queries, long caches), GQA-aware: one block per (kv head, split of the keys, query token), so each
@@ -408,7 +418,7 @@ void launch_tiled(const AttentionShape& shape, const float* q, int64_t tokens, c
   const size_t bytes =
       sizeof(float) * static_cast<size_t>((kTileQ + kTileK) * (D + 1) + kTileK * D + kTileQ * (kTileK + 1));
   const auto kernel = attention_tiled_kernel<D, kThreadsPerQuery>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  allow_shared_memory(kernel, bytes);
   const dim3 grid(static_cast<unsigned>((tokens + kTileQ - 1) / kTileQ), static_cast<unsigned>(shape.q_heads));
   kernel<<<grid, kThreads, bytes, stream>>>(shape, q, tokens, k, v, cache_len, out);
 }
@@ -430,20 +440,9 @@ void launch_decode(const AttentionShape& shape, const float* q, int64_t tokens, 
   const int64_t d = shape.head_dim, group = shape.q_heads / shape.kv_heads;
   const size_t bytes = sizeof(float) * static_cast<size_t>(group * d + kDecodeTile * (2 * d + 1));
   const dim3 grid(static_cast<unsigned>(shape.kv_heads), static_cast<unsigned>(splits), static_cast<unsigned>(tokens));
-  float* partial = nullptr;
-  if (splits > 1) {
-    const size_t partial_bytes = static_cast<size_t>(tokens * shape.q_heads * splits * (d + 2)) * sizeof(float);
-    if (const cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&partial), partial_bytes, stream);
-        e != cudaSuccess)
-      fail("CUDA attention: allocating " + std::to_string(partial_bytes) + " bytes of scratch", e);
-  }
+  float* partial = splits > 1 ? allocate_partials(tokens * shape.q_heads, splits, d, stream) : nullptr;
   const auto run = [&](auto kernel) {
-    if (bytes > 48 * 1024) {  // above the default limit (Gemma-4's 512-wide heads)
-      if (const cudaError_t e =
-              cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-          e != cudaSuccess)
-        fail("CUDA attention: " + std::to_string(bytes) + " bytes of shared memory per block", e);
-    }
+    allow_shared_memory(kernel, bytes);  // Gemma-4's 512-wide heads need more than the default
     kernel<<<grid, kDecodeWarps * 32, bytes, stream>>>(shape, q, tokens, k, v, cache_len, out, partial, split_keys);
   };
   if (d <= 128) {
@@ -453,10 +452,7 @@ void launch_decode(const AttentionShape& shape, const float* q, int64_t tokens, 
   } else {
     run(attention_decode_kernel<16>);
   }
-  if (splits > 1) {
-    combine_splits(partial, tokens * shape.q_heads, splits, d, out, stream);
-    cudaFreeAsync(partial, stream);
-  }
+  if (splits > 1) combine_splits(partial, tokens * shape.q_heads, splits, d, out, stream);
 }
 
 }  // namespace
@@ -498,8 +494,8 @@ void causal_attention(const AttentionShape& shape, const float* q, int64_t token
   }
   // Splits of ≥ kSplitKeys keys, about 8 blocks per SM and no more: each split has a fixed cost (its query, its
   // partial row), so Llama's 64 heads take splits of ~one 128-key chunk and Gemma's 8 heads many of 64 keys.
-  constexpr int64_t kDecodeBlocks = 4 * kBusyBlocks;
-  const int64_t wanted = (kDecodeBlocks + tokens * shape.q_heads - 1) / (tokens * shape.q_heads);
+  constexpr int64_t kSplitBlocks = 4 * kBusyBlocks;
+  const int64_t wanted = (kSplitBlocks + tokens * shape.q_heads - 1) / (tokens * shape.q_heads);
   const int64_t splits =
       tokens * shape.q_heads >= kBusyBlocks ? 1 : std::min((keys + kSplitKeys - 1) / kSplitKeys, wanted);
   const int64_t split_keys = (keys + splits - 1) / std::max<int64_t>(splits, 1);
@@ -510,16 +506,10 @@ void causal_attention(const AttentionShape& shape, const float* q, int64_t token
                                                               split_keys);
     return;
   }
-  void* partial = nullptr;
-  const size_t partial_bytes =
-      static_cast<size_t>(tokens * shape.q_heads * splits * (shape.head_dim + 2)) * sizeof(float);
-  if (cudaMallocAsync(&partial, partial_bytes, stream) != cudaSuccess) {
-    throw std::runtime_error("CUDA attention: cannot allocate " + std::to_string(partial_bytes) + " bytes of scratch");
-  }
-  attention_kernel<<<grid, kThreads, query_bytes, stream>>>(shape, q, tokens, k, v, cache_len, out,
-                                                            static_cast<float*>(partial), split_keys);
-  combine_splits(static_cast<const float*>(partial), tokens * shape.q_heads, splits, shape.head_dim, out, stream);
-  cudaFreeAsync(partial, stream);
+  float* partial = allocate_partials(tokens * shape.q_heads, splits, shape.head_dim, stream);
+  attention_kernel<<<grid, kThreads, query_bytes, stream>>>(shape, q, tokens, k, v, cache_len, out, partial,
+                                                            split_keys);
+  combine_splits(partial, tokens * shape.q_heads, splits, shape.head_dim, out, stream);
 }
 
 }  // namespace hx::cuda

@@ -442,16 +442,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Lets `kernel` use `bytes` of dynamic shared memory (above the default 48 KB); fails naming the size when this GPU
-// has less (the d = 512 kernel needs ~191 KB, an H100's limit is 227 KB).
-template <typename Kernel>
-void allow_shared_memory(Kernel kernel, size_t bytes) {
-  if (const cudaError_t e =
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-      e != cudaSuccess)
-    fail("CUDA attention: " + std::to_string(bytes) + " bytes of shared memory per block", e);
-}
-
 // The planes of K and V for this call (split_kv_kernel), in stream-ordered scratch the caller frees.
 template <int D>
 SplitKv split_kv(const AttentionShape& shape, const float* k, const float* v, int64_t cache_len,

@@ -14,6 +14,17 @@ namespace hx::cuda {
 // the .cu files, which cannot include the C++20 headers of cuda_internal.h).
 [[noreturn]] void fail(const std::string& what, cudaError_t error);
 
+// Lets `kernel` use `bytes` of dynamic shared memory when that is above the default 48 KB (a no-op below: the call
+// costs host time on every decode launch); fails naming the size when this GPU has less (an H100 has 227 KB).
+template <typename Kernel>
+void allow_shared_memory(Kernel kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return;
+  if (const cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+      e != cudaSuccess)
+    fail("CUDA attention: " + std::to_string(bytes) + " bytes of shared memory per block", e);
+}
+
 // ---- conversions and gathers (elementwise.cu) ----
 void f32_to_bf16(const float* x, uint16_t* out, int64_t n, cudaStream_t stream);
 void bf16_to_f32(const uint16_t* x, float* out, int64_t n, cudaStream_t stream);
