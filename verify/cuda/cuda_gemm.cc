@@ -133,11 +133,7 @@ void DeviceBuffer::release() noexcept {
 ProductInput product_input(const CallContext& ctx, const float* x, int64_t floats) {
   ProductInput in;
   in.f32 = x;
-  if (ctx.bf16) {
-    in.owned_bf16 = DeviceBuffer(static_cast<size_t>(floats) * 2, ctx.stream);
-    f32_to_bf16(x, static_cast<uint16_t*>(in.owned_bf16.get()), floats, ctx.stream);
-    in.bf16 = static_cast<const uint16_t*>(in.owned_bf16.get());
-  }
+  if (ctx.bf16) f32_to_bf16(x, in.own_bf16(floats, ctx.stream), floats, ctx.stream);
   return in;
 }
 
@@ -187,11 +183,7 @@ ProductInput rms_norm_for_products(const CallContext& ctx, const float* x, float
                                    const DeviceVector& weight) {
   ProductInput in;
   in.f32 = y;
-  if (ctx.bf16) {
-    in.owned_bf16 = DeviceBuffer(static_cast<size_t>(rows * dim) * 2, ctx.stream);
-    in.bf16 = static_cast<const uint16_t*>(in.owned_bf16.get());
-  }
-  normalize(ctx, x, y, rows, dim, weight, static_cast<uint16_t*>(in.owned_bf16.get()));
+  normalize(ctx, x, y, rows, dim, weight, ctx.bf16 ? in.own_bf16(rows * dim, ctx.stream) : nullptr);
   return in;
 }
 

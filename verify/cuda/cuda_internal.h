@@ -250,6 +250,13 @@ struct ProductInput {
   const float* f32 = nullptr;
   const uint16_t* bf16 = nullptr;
   DeviceBuffer owned_bf16;  // the bf16 copy, when this input holds it
+
+  // Makes room for the bf16 copy of `floats` values, which the caller's kernel then writes on `stream`.
+  uint16_t* own_bf16(int64_t floats, cudaStream_t stream) {
+    owned_bf16 = DeviceBuffer(static_cast<size_t>(floats) * 2, stream);
+    bf16 = static_cast<const uint16_t*>(owned_bf16.get());
+    return static_cast<uint16_t*>(owned_bf16.get());
+  }
 };
 // x as a product input: in kBF16 mode, rounded to bf16 now.
 ProductInput product_input(const CallContext& ctx, const float* x, int64_t floats);

@@ -294,10 +294,7 @@ void mlp_block(const LayerPlan& lp, const cuda::LayerWeights& w, const cuda::Cal
   project(ctx, x, *w.mlp_up, up.f32());
   cuda::ProductInput activated;
   if (ctx.bf16) {  // the down projection reads bf16 only: the GLU writes it (half the bytes, no conversion pass)
-    activated.owned_bf16 = DeviceBuffer(static_cast<size_t>(n) * 2, ctx.stream);
-    activated.bf16 = static_cast<const uint16_t*>(activated.owned_bf16.get());
-    cuda::glu_to_bf16(ctx.plan->gelu_tanh, gate.f32(), up.f32(), static_cast<uint16_t*>(activated.owned_bf16.get()),
-                      n, ctx.stream);
+    cuda::glu_to_bf16(ctx.plan->gelu_tanh, gate.f32(), up.f32(), activated.own_bf16(n, ctx.stream), n, ctx.stream);
   } else {
     cuda::glu(ctx.plan->gelu_tanh, gate.f32(), up.f32(), gate.f32(), n, ctx.stream);
     activated.f32 = gate.f32();
