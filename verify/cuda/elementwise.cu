@@ -22,6 +22,7 @@ unsigned blocks_for(int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
 __device__ float bf16_bits_to_f32(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
+__device__ uint16_t f32_to_bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
 
 __device__ float gelu_tanh_f(float x) {
   const float kBeta = 0.7978845608028654f, kKappa = 0.044715f;
@@ -31,9 +32,16 @@ __device__ float gelu_tanh_f(float x) {
 }
 __device__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
 __device__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+// act(gate) · up: GeGLU-tanh or SwiGLU.
+__device__ float glu_f(bool gelu, float gate, float up) { return (gelu ? gelu_tanh_f(gate) : silu_f(gate)) * up; }
+// One RMSNorm output: x · (1/rms) · w (w may be null: weightless).
+__device__ float rms_scaled(float x, float inverse_rms, const float* weight, int64_t i) {
+  const float normalized = x * inverse_rms;
+  return weight ? normalized * weight[i] : normalized;
+}
 
 __global__ void f32_to_bf16_kernel(const float* x, uint16_t* out, int64_t n) {
-  HX_GRID_STRIDE(i, n) { out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i])); }
+  HX_GRID_STRIDE(i, n) { out[i] = f32_to_bf16_bits(x[i]); }
 }
 __global__ void bf16_to_f32_kernel(const uint16_t* x, float* out, int64_t n) {
   HX_GRID_STRIDE(i, n) { out[i] = bf16_bits_to_f32(x[i]); }
@@ -82,27 +90,25 @@ __global__ void __launch_bounds__(kBlockThreads)
   __syncthreads();
   const float mean = static_cast<float>(partial[0] / static_cast<double>(dim));
   const float inverse_rms = 1.0f / sqrtf(mean + eps);
-  const auto scaled = [&](float value, int64_t i) {
-    const float normalized = value * inverse_rms;
-    return weight ? normalized * weight[i] : normalized;
-  };
-  const auto to_bf16 = [](float value) { return __bfloat16_as_ushort(__float2bfloat16_rn(value)); };
   if (quads) {
     for (int64_t i = threadIdx.x; i < dim / 4; i += kBlockThreads) {
       const float4 v = reinterpret_cast<const float4*>(in)[i];
-      const float4 r = make_float4(scaled(v.x, 4 * i), scaled(v.y, 4 * i + 1), scaled(v.z, 4 * i + 2),
-                                   scaled(v.w, 4 * i + 3));
+      const float4 r = make_float4(rms_scaled(v.x, inverse_rms, weight, 4 * i),
+                                   rms_scaled(v.y, inverse_rms, weight, 4 * i + 1),
+                                   rms_scaled(v.z, inverse_rms, weight, 4 * i + 2),
+                                   rms_scaled(v.w, inverse_rms, weight, 4 * i + 3));
       reinterpret_cast<float4*>(out)[i] = r;
       if (out_bf16) {
         reinterpret_cast<uint2*>(out_bf16)[i] =
-            make_uint2(to_bf16(r.x) | uint32_t(to_bf16(r.y)) << 16, to_bf16(r.z) | uint32_t(to_bf16(r.w)) << 16);
+            make_uint2(f32_to_bf16_bits(r.x) | uint32_t(f32_to_bf16_bits(r.y)) << 16,
+                       f32_to_bf16_bits(r.z) | uint32_t(f32_to_bf16_bits(r.w)) << 16);
       }
     }
   } else {
     for (int64_t i = threadIdx.x; i < dim; i += kBlockThreads) {
-      const float value = scaled(in[i], i);
+      const float value = rms_scaled(in[i], inverse_rms, weight, i);
       out[i] = value;
-      if (out_bf16) out_bf16[i] = to_bf16(value);
+      if (out_bf16) out_bf16[i] = f32_to_bf16_bits(value);
     }
   }
 }
@@ -123,10 +129,9 @@ __global__ void rms_norm_warp_kernel(const float* x, float* y, int64_t rows, int
   const float mean = static_cast<float>(sum / static_cast<double>(dim));
   const float inverse_rms = 1.0f / sqrtf(mean + eps);
   for (int64_t i = lane; i < dim; i += 32) {
-    const float normalized = in[i] * inverse_rms;
-    const float value = weight ? normalized * weight[i] : normalized;
+    const float value = rms_scaled(in[i], inverse_rms, weight, i);
     out[i] = value;
-    if (y_bf16) y_bf16[row * dim + i] = __bfloat16_as_ushort(__float2bfloat16_rn(value));
+    if (y_bf16) y_bf16[row * dim + i] = f32_to_bf16_bits(value);
   }
 }
 
@@ -162,16 +167,10 @@ __global__ void sigmoid_with_bias_kernel(float* gate, int64_t rows, int64_t widt
   HX_GRID_STRIDE(i, rows * width) { gate[i] = sigmoid_f(bias[i % width] + gate[i]); }
 }
 __global__ void glu_kernel(bool gelu, const float* gate, const float* up, float* out, int64_t n) {
-  HX_GRID_STRIDE(i, n) {
-    const float activated = gelu ? gelu_tanh_f(gate[i]) : silu_f(gate[i]);
-    out[i] = activated * up[i];
-  }
+  HX_GRID_STRIDE(i, n) { out[i] = glu_f(gelu, gate[i], up[i]); }
 }
 __global__ void glu_to_bf16_kernel(bool gelu, const float* gate, const float* up, uint16_t* out, int64_t n) {
-  HX_GRID_STRIDE(i, n) {
-    const float activated = gelu ? gelu_tanh_f(gate[i]) : silu_f(gate[i]);
-    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(activated * up[i]));
-  }
+  HX_GRID_STRIDE(i, n) { out[i] = f32_to_bf16_bits(glu_f(gelu, gate[i], up[i])); }
 }
 __global__ void softcap_kernel(float* x, int64_t n, float cap) {
   HX_GRID_STRIDE(i, n) { x[i] = tanhf(x[i] / cap) * cap; }
@@ -184,8 +183,7 @@ __global__ void ple_gate_kernel(float* gate, const float* inputs, int64_t tokens
                                 int64_t p, bool gelu) {
   HX_GRID_STRIDE(i, tokens * p) {
     const int64_t t = i / p, c = i % p;
-    const float activated = gelu ? gelu_tanh_f(gate[i]) : silu_f(gate[i]);
-    gate[i] = activated * inputs[(t * layers + layer) * p + c];
+    gate[i] = glu_f(gelu, gate[i], inputs[(t * layers + layer) * p + c]);
   }
 }
 
